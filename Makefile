@@ -1,0 +1,57 @@
+# CropFormer platform. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE ?= offline
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train test test-slow test-all lint format typecheck bench clean clean-logs
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ref,slurm]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the package (editable, dev+ref+slurm extras, pinned); no-op when done
+
+train: setup ## train the main job on the embedded synthetic data (CPU, or a GPU if present); ARGS="..." adds overrides
+	$(BIN)/python train.py $(ARGS)
+
+test: setup ## run the default test selection (what CI runs)
+	$(BIN)/pytest $(ARGS)
+
+test-slow: setup ## run only the slow tests
+	$(BIN)/pytest -m slow $(ARGS)
+
+test-all: setup ## run every test that this machine can run (slow, ddp, parity included)
+	$(BIN)/pytest -m "not gpu and not dataset" $(ARGS)
+
+lint: setup ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## ruff format + autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup ## mypy on src/cropformer
+	$(BIN)/mypy
+
+bench: setup ## benchmarks vs the official recipe and peers -> benchmarks/results.{md,json}
+	$(BIN)/python scripts/benchmarks/run_all.py $(ARGS)
+
+clean: ## remove caches and build artefacts (keeps .venv, logs and data)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+
+clean-logs: ## remove run directories (logs/)
+	rm -rf logs

@@ -1,0 +1,101 @@
+"""``python eval.py ckpt=...``: evaluate a checkpoint on a split (AP^e, boundary AP)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cropformer.cli.common import require, start_run, user_errors_exit, write_json
+from cropformer.cli.train import check_data_paths
+from cropformer.utils.checkpoint import resolve_checkpoint
+from cropformer.utils.errors import UserError
+from cropformer.utils.instantiators import instantiate_loggers
+from cropformer.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+
+def load_module(checkpoint: Path, fusion_overrides: dict[str, Any] | None = None) -> Any:
+    """Rebuild the LightningModule stored in ``checkpoint``, with fusion settings overridden."""
+    from cropformer.training.module import CropFormerModule
+
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hparams = stored.get("hyper_parameters") or {}
+    if "net" not in hparams:
+        raise UserError(
+            f"{checkpoint} is not a checkpoint of this platform (no `net` hyper-parameters); "
+            "official detectron2 weights must be converted first with "
+            "scripts/convert_official_checkpoint.py"
+        )
+    fusion = dict(hparams.get("fusion") or {})
+    unknown = {k: v for k, v in (fusion_overrides or {}).items() if v is not None}
+    fusion.update(unknown)
+    return CropFormerModule.load_from_checkpoint(checkpoint, map_location="cpu", fusion=fusion)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
+    started = time.time()
+    require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt or ckpt=last (newest run of train_task)")
+    split = str(cfg.get("split", "val"))
+    if split not in ("val", "test"):
+        raise UserError(f"split={split} is not supported; use split=val or split=test")
+    checkpoint = resolve_checkpoint(
+        str(cfg.ckpt), log_dir=cfg.paths.log_dir, task_name=str(cfg.get("train_task", "train"))
+    )
+    assert checkpoint is not None
+    run_dir = start_run(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+
+    fusion = OmegaConf.to_container(cfg.get("fusion") or {}, resolve=True)
+    module = load_module(checkpoint, fusion)  # type: ignore[arg-type]
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=[],
+        enable_checkpointing=False,
+        _convert_="partial",
+    )
+    if trainer.global_rank == 0:
+        datamodule.prepare_data()
+    check_data_paths(cfg, (split,))
+    log.info(f"evaluating {checkpoint} on the {split} split")
+    run = trainer.validate if split == "val" else trainer.test
+    run(model=module, datamodule=datamodule, verbose=False)
+    metrics = {
+        k.split("/", 1)[1]: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(f"{split}/")
+    }
+    summary = {
+        **metrics,
+        "split": split,
+        "checkpoint": str(checkpoint),
+        "run_dir": str(run_dir),
+        "minutes": round((time.time() - started) / 60.0, 2),
+    }
+    if trainer.global_rank == 0:
+        if cfg.get("save_predictions", True):
+            results_path = run_dir / "coco_instances_results.json"
+            write_json(results_path, module.metric_results())
+            summary["results_json"] = str(results_path)
+        write_json(run_dir / "metrics.json", summary)
+        import json
+
+        print(json.dumps(summary), flush=True)
+    return summary
+
+
+@user_errors_exit
+def main(cfg: DictConfig) -> dict[str, Any]:
+    """Entry point of ``eval.py``."""
+    return evaluate(cfg)

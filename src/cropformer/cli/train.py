@@ -1,0 +1,205 @@
+"""``python train.py``: fit CropFormer / Mask2Former, evaluate, write checkpoints and metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cropformer.cli.common import require, start_run, user_errors_exit, write_json
+from cropformer.training.callbacks import AtomicCheckpointIO
+from cropformer.utils.checkpoint import (
+    read_wandb_id,
+    resolve_checkpoint,
+    run_dir_of,
+    write_wandb_id,
+)
+from cropformer.utils.errors import UserError
+from cropformer.utils.instantiators import instantiate_callbacks, instantiate_loggers
+from cropformer.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+METRIC_KEYS = (
+    "entity_ap",
+    "entity_ap50",
+    "entity_ap75",
+    "entity_ap_s",
+    "entity_ap_m",
+    "entity_ap_l",
+)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Start-up checks that name the key and the fix (before anything expensive happens)."""
+    crop = OmegaConf.select(cfg, "data.crop")
+    if crop is not None:
+        ratio = crop.get("ratio")
+        if ratio is not None and not (0.0 < float(ratio) <= 1.0):
+            raise UserError(
+                f"data.crop.ratio={ratio} is out of range: the crop ratio is a per-side fraction "
+                "in (0, 1], e.g. data.crop.ratio=0.7"
+            )
+        for key in ("num_train", "num_test"):
+            value = crop.get(key)
+            if value is not None and int(value) < 0:
+                raise UserError(f"data.crop.{key}={value} must be >= 0")
+    batch_size = OmegaConf.select(cfg, "data.batch_size")
+    if batch_size is not None and int(batch_size) <= 0:
+        raise UserError(f"data.batch_size={batch_size} must be a positive number of images")
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
+    if cfg.get("train", True) and (max_steps is None or int(max_steps) <= 0):
+        raise UserError(
+            f"trainer.max_steps={max_steps}: training is iteration-based, set trainer.max_steps > 0"
+        )
+
+
+def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """The global batch must split evenly over all processes."""
+    batch_size = int(cfg.data.batch_size)
+    world = int(trainer.world_size)
+    if batch_size % world:
+        raise UserError(
+            f"data.batch_size={batch_size} (global images per step) is not divisible by the "
+            f"{world} processes (trainer.devices x trainer.num_nodes); use a multiple of {world}"
+        )
+
+
+def check_data_paths(cfg: DictConfig, stages: tuple[str, ...]) -> None:
+    """Every annotation file and image root the run needs exists (after data preparation)."""
+    data = cfg.data
+    keys = ["image_root"] + [f"{s}_annotations" for s in stages]
+    for key in keys:
+        value = data.get(key)
+        if value is None:
+            if key == "image_root":
+                continue
+            raise UserError(f"data.{key} is not set; pass data.{key}=/path/to/{key}.json")
+        if not Path(str(value)).exists():
+            raise UserError(
+                f"data.{key}={value} does not exist; pass the right path (data.{key}=...) or set "
+                "DATA_ROOT to the folder holding the datasets"
+            )
+
+
+def build(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None) -> dict[str, Any]:
+    """Instantiate datamodule, LightningModule, callbacks, loggers and trainer from ``cfg``."""
+    datamodule = instantiate(cfg.data, _recursive_=False)
+    model = instantiate(cfg.model, _recursive_=False)
+    model.set_data_config(OmegaConf.to_container(cfg.data, resolve=True))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=wandb_id)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        _convert_="partial",
+    )
+    return {"datamodule": datamodule, "model": model, "trainer": trainer, "loggers": loggers}
+
+
+def _store_wandb_id(loggers: list[Any], run_dir: Path, trainer: L.Trainer) -> None:
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and trainer.global_rank == 0:
+            write_wandb_id(run_dir, str(logger.experiment.id))
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit (and evaluate) as the config says. Returns the final metrics and run facts.
+
+    Returns:
+        dict with ``entity_ap`` (percent, NaN when no validation ran), the other AP keys found,
+        ``run_dir``, ``minutes``, ``best_checkpoint``, ``last_checkpoint``.
+    """
+    started = time.time()
+    check_config(cfg)
+    run_dir = start_run(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+
+    ckpt_path = resolve_checkpoint(
+        cfg.get("ckpt"), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, exclude=run_dir
+    )
+    wandb_id = read_wandb_id(run_dir_of(ckpt_path)) if ckpt_path is not None else None
+    if ckpt_path is not None:
+        log.info(f"resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
+
+    objects = build(cfg, run_dir, wandb_id=wandb_id)
+    datamodule, model, trainer = objects["datamodule"], objects["model"], objects["trainer"]
+    check_world_size(cfg, trainer)
+    if trainer.global_rank == 0:
+        datamodule.prepare_data()
+    stages = tuple(s for s, on in (("train", cfg.get("train")), ("val", True)) if on)
+    stages += ("test",) if cfg.get("test") else ()
+    check_data_paths(cfg, stages)
+    _store_wandb_id(objects["loggers"], run_dir, trainer)
+
+    metrics: dict[str, Any] = {}
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if model.last_val_step != trainer.global_step and not trainer.fast_dev_run:
+            # the final weights were not evaluated yet (val interval not hit at the last step)
+            trainer.validate(model=model, datamodule=datamodule, verbose=False)
+        metrics.update(_stage_metrics(trainer, "val"))
+    if cfg.get("test"):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics.update(_stage_metrics(trainer, "test"))
+
+    checkpoint_cb = trainer.checkpoint_callback
+    last = run_dir / "checkpoints" / "last.ckpt"
+    summary: dict[str, Any] = {
+        "entity_ap": metrics.get("val/entity_ap", math.nan),
+        **{k.replace("/", "_"): v for k, v in metrics.items()},
+        "steps": int(trainer.global_step),
+        "skipped_steps": int(getattr(model, "skipped_steps", 0)),
+        "best_checkpoint": getattr(checkpoint_cb, "best_model_path", "") or None,
+        "last_checkpoint": str(last) if last.is_file() else None,
+        "run_dir": str(run_dir),
+        "minutes": round((time.time() - started) / 60.0, 2),
+    }
+    if trainer.global_rank == 0:
+        write_json(run_dir / "metrics.json", summary)
+        if cfg.get("summary", True):
+            _print_summary(summary)
+    return summary
+
+
+def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:
+    out = {}
+    for key, value in trainer.callback_metrics.items():
+        if key.startswith(f"{stage}/"):
+            out[key] = round(float(value), 4)
+    return out
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    import json
+
+    lines = [
+        "",
+        f"run directory : {summary['run_dir']}",
+        f"steps         : {summary['steps']} ({summary['minutes']} min)",
+        f"AP^e (val)    : {summary['entity_ap']}",
+        f"last ckpt     : {summary['last_checkpoint']}",
+        f"best ckpt     : {summary['best_checkpoint']}",
+    ]
+    print("\n".join(lines), flush=True)
+    short = {k: summary[k] for k in ("entity_ap", "run_dir", "minutes", "steps")}
+    print(json.dumps(short), flush=True)
+
+
+@user_errors_exit
+def main(cfg: DictConfig) -> float:
+    """Entry point of ``train.py``; returns the optimized metric (for sweepers)."""
+    require(cfg, "task_name", "set task_name=<name>")
+    summary = train(cfg)
+    key = str(cfg.get("optimized_metric") or "val/entity_ap").replace("/", "_")
+    value = summary.get(key, summary.get("entity_ap", math.nan))
+    return float(value) if value is not None else math.nan

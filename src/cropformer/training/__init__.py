@@ -1,0 +1,1 @@
+"""The Lightning layer: LightningModule, optimisation, callbacks (on top of the plain parts)."""

@@ -1,0 +1,262 @@
+"""``CropFormerModule``: the LightningModule that owns network, criterion, fusion and metric.
+
+Hyper-parameters are stored as plain config dicts (``_target_`` nodes), never as modules, so
+``CropFormerModule.load_from_checkpoint(path)`` rebuilds the model anywhere, without Hydra's
+composition, also for checkpoints written by ``torch.compile``d runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from cropformer.schema import Batch, EntityPrediction, Outputs
+from cropformer.training.optim import (
+    build_adamw,
+    build_param_groups,
+    format_param_groups,
+    poly_lambda,
+)
+from cropformer.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
+
+NAN_POLICIES = ("raise", "skip")
+
+
+def _plain(node: Any) -> Any:
+    """DictConfig -> plain python containers (resolved), anything else unchanged."""
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/inf loss (message names the step and the offending terms)."""
+
+
+class CropFormerModule(L.LightningModule):
+    """CropFormer (or Mask2Former with crops off) as a LightningModule.
+
+    Args:
+        net: config of the network (``cropformer.model.cropformer.CropFormer``).
+        criterion: config of the set criterion (matcher + losses of both passes).
+        fusion: config of the multi-view fusion used at validation/test/predict time.
+        optimizer: AdamW settings (lr, weight_decay, betas, eps, backbone_lr_mult, no_decay_*).
+        scheduler: poly schedule settings (power, warmup_steps, warmup_factor, max_steps).
+        nan_policy: ``raise`` stops on a non-finite loss naming step and terms; ``skip`` skips the
+            optimizer step (all ranks together) and counts it in ``train/skipped_steps``.
+        compile: run the network through ``torch.compile`` (weights keep their plain names).
+        metric: extra keyword arguments of the entity-AP metric (e.g. ``boundary: true``).
+    """
+
+    def __init__(
+        self,
+        *,
+        net: Mapping[str, Any],
+        criterion: Mapping[str, Any],
+        fusion: Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        nan_policy: str = "raise",
+        compile: bool = False,
+        metric: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"model.nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+        self.save_hyperparameters(
+            {
+                "net": _plain(net),
+                "criterion": _plain(criterion),
+                "fusion": _plain(fusion),
+                "optimizer": _plain(optimizer) or {},
+                "scheduler": _plain(scheduler) or {},
+                "nan_policy": nan_policy,
+                "compile": compile,
+                "metric": _plain(metric) or {},
+            }
+        )
+        self.net = instantiate(self.hparams["net"])
+        self.criterion = instantiate(self.hparams["criterion"])
+        self.fusion = instantiate(self.hparams["fusion"])
+        self.nan_policy = nan_policy
+        self._forward_impl = self.net
+        if compile:
+            # Not registered as a submodule: parameter names stay free of ``_orig_mod.``.
+            object.__setattr__(self, "_forward_impl", torch.compile(self.net))
+        self._metric: Any = None
+        self.skipped_steps = 0
+        self.last_val_step = -1
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Batch) -> Outputs:
+        """Run the network on a collated batch. Shape: images (N, 3, H, W) with N = B * T."""
+        num_views = int(batch["boxes"].shape[1])
+        return self._forward_impl(
+            batch["images"], num_views=num_views, view_sizes=batch["view_sizes"]
+        )
+
+    def predict_entities(self, batch: Batch) -> list[EntityPrediction]:
+        """Network + multi-view fusion: one non-overlapping EntityPrediction per image."""
+        outputs = self(batch)
+        return self.fusion(outputs, batch)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        outputs = self(batch)
+        losses = self.criterion(outputs, batch["targets"])
+        total = self.criterion.total(losses)
+        if not self._all_ranks_finite(total):
+            bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v).all()}
+            terms = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())) or "(on another rank)"
+            if self.nan_policy == "raise":
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.global_step}: {terms}; lower the learning "
+                    "rate, check the data (scripts/check_dataset.py), or set model.nan_policy=skip"
+                )
+            self.skipped_steps += 1
+            log.warning(f"skipping step {self.global_step}: non-finite loss terms {terms}")
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True)
+            return None
+        batch_size = len(batch["targets"])
+        self.log("train/loss", total.detach(), on_step=True, prog_bar=True, batch_size=batch_size)
+        self.log_dict(self._loss_summary(losses), on_step=True, batch_size=batch_size)
+        return total
+
+    def _all_ranks_finite(self, total: Tensor) -> bool:
+        bad = torch.tensor(0.0 if bool(torch.isfinite(total)) else 1.0, device=total.device)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every rank must take the same decision, or DDP's gradient all-reduce hangs
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return bool(bad.item() == 0.0)
+
+    def _loss_summary(self, losses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Final-layer terms under their official names, plus the weighted total of each pass."""
+        out: dict[str, Tensor] = {}
+        weights = self.criterion.weight_dict
+        per_pass: dict[str, Tensor] = {}
+        for key, value in losses.items():
+            head = key.rsplit("_", 1)
+            is_aux = any(part.isdigit() for part in key.split("_"))
+            if not is_aux:
+                out[f"train/{key}"] = value.detach()
+            suffix = head[-1] if head[-1] in ("2d", "3d") else "2d"
+            weighted = value.detach() * float(weights.get(key, 0.0))
+            per_pass[suffix] = per_pass.get(suffix, torch.zeros_like(weighted)) + weighted
+        for suffix, value in per_pass.items():
+            out[f"train/loss_{suffix}"] = value
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def _make_metric(self, annotation_file: str) -> Any:
+        from cropformer.evaluation.entity_ap import EntityAPMetric
+
+        return EntityAPMetric(gt_annotation_file=annotation_file, **self.hparams.get("metric", {}))
+
+    def _annotation_file(self, stage: str) -> str:
+        dm = getattr(self.trainer, "datamodule", None)
+        path = getattr(dm, f"{stage}_annotation_file", None) if dm is not None else None
+        if path is None:
+            raise RuntimeError(
+                f"the datamodule must expose `{stage}_annotation_file` (GT json) for entity AP"
+            )
+        return str(path)
+
+    def on_validation_epoch_start(self) -> None:
+        self._metric = self._make_metric(self._annotation_file("val"))
+
+    def on_test_epoch_start(self) -> None:
+        self._metric = self._make_metric(self._annotation_file("test"))
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> Any:  # type: ignore[override]
+        predictions = self.predict_entities(batch)
+        self._metric.update(predictions, batch["image_ids"])
+        return predictions
+
+    def test_step(self, batch: Batch, batch_idx: int) -> Any:  # type: ignore[override]
+        return self.validation_step(batch, batch_idx)
+
+    def _log_metric(self, stage: str) -> dict[str, float]:
+        values = self._metric.compute() if self._metric is not None else {}
+        # the metric already gathered all ranks: every rank logs the same numbers
+        clean = {f"{stage}/{k}": float(v) for k, v in values.items() if not math.isnan(float(v))}
+        if clean:
+            self.log_dict(clean, sync_dist=False, rank_zero_only=False)
+        return clean
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric("val")
+        self.last_val_step = self.global_step
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metric("test")
+
+    def metric_results(self) -> list[dict[str, Any]]:
+        """COCO-format results of the last evaluation (for writing the results json)."""
+        return list(self._metric.results()) if self._metric is not None else []
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[EntityPrediction]:
+        return self.predict_entities(batch)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        opt = dict(self.hparams.get("optimizer") or {})
+        lr = float(opt.get("lr", 1e-4))
+        groups = build_param_groups(
+            self.net,
+            lr=lr,
+            weight_decay=float(opt.get("weight_decay", 0.05)),
+            backbone_lr_mult=float(opt.get("backbone_lr_mult", 0.1)),
+            no_decay_norm=bool(opt.get("no_decay_norm", True)),
+            no_decay_embedding=bool(opt.get("no_decay_embedding", True)),
+        )
+        log.info("optimizer parameter groups:\n" + format_param_groups(groups))
+        optimizer = build_adamw(
+            groups,
+            lr=lr,
+            betas=tuple(opt.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
+            eps=float(opt.get("eps", 1e-8)),
+        )
+        sched = dict(self.hparams.get("scheduler") or {})
+        max_steps = sched.get("max_steps") or self.trainer.max_steps
+        if max_steps is None or max_steps <= 0:
+            raise ValueError(
+                "the poly schedule needs trainer.max_steps > 0 (or model.scheduler.max_steps)"
+            )
+        factor = poly_lambda(
+            max_steps=int(max_steps),
+            power=float(sched.get("power", 0.9)),
+            warmup_steps=int(sched.get("warmup_steps", 0)),
+            warmup_factor=float(sched.get("warmup_factor", 1.0)),
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def set_data_config(self, data_config: Mapping[str, Any] | None) -> None:
+        """Remember the data config of the run in every checkpoint (eval/predict defaults)."""
+        self._data_config = _plain(data_config)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if getattr(self, "_data_config", None) is not None:
+            checkpoint["data_config"] = self._data_config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "data_config" in checkpoint:
+            self._data_config = checkpoint["data_config"]
+        # checkpoints of compiled networks written by other tools carry ``_orig_mod.``
+        state = checkpoint.get("state_dict", {})
+        if any("_orig_mod." in k for k in state):
+            checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}

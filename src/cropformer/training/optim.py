@@ -1,0 +1,128 @@
+"""Parameter groups, AdamW and the official poly learning-rate schedule (ref. doc §5.1)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
+# Swin position tables are plain nn.Parameters on the attention/backbone modules (no nn.Embedding).
+_POSITION_TABLE_NAMES = ("relative_position_bias_table", "absolute_pos_embed", "pos_embed")
+
+
+@dataclass
+class ParamGroupSpec:
+    """One optimizer parameter group and the names of its parameters (for the printed summary)."""
+
+    name: str
+    lr: float
+    weight_decay: float
+    params: list[nn.Parameter] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    # timm / detectron2 norms subclass the torch ones; also catch custom LayerNorm2d-like classes.
+    return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
+
+
+def build_param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    backbone_lr_mult: float = 0.1,
+    no_decay_norm: bool = True,
+    no_decay_embedding: bool = True,
+    backbone_key: str = "backbone",
+) -> list[ParamGroupSpec]:
+    """Split trainable parameters as the official ``build_optimizer`` does.
+
+    - any parameter whose module path contains ``backbone_key`` gets ``lr * backbone_lr_mult``;
+    - weight decay 0 for parameters of normalisation layers, ``nn.Embedding`` weights (queries,
+      level embeddings) and Swin position tables (when the switches are on).
+
+    Every trainable parameter lands in exactly one group; shared parameters are counted once.
+    """
+    groups: dict[tuple[bool, bool], ParamGroupSpec] = {}
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            full_name = f"{module_name}.{param_name}" if module_name else param_name
+            is_backbone = backbone_key in full_name.split(".") or backbone_key in module_name
+            no_decay = (no_decay_norm and _is_norm(module)) or (
+                no_decay_embedding
+                and (isinstance(module, nn.Embedding) or param_name in _POSITION_TABLE_NAMES)
+            )
+            key = (is_backbone, no_decay)
+            if key not in groups:
+                groups[key] = ParamGroupSpec(
+                    name=("backbone" if is_backbone else "head")
+                    + ("/no_decay" if no_decay else ""),
+                    lr=lr * (backbone_lr_mult if is_backbone else 1.0),
+                    weight_decay=0.0 if no_decay else weight_decay,
+                )
+            groups[key].params.append(param)
+            groups[key].names.append(full_name)
+    return [groups[k] for k in sorted(groups)]
+
+
+def build_adamw(
+    groups: Iterable[ParamGroupSpec],
+    *,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW over the groups; each group carries its own lr and weight decay."""
+    param_groups = [
+        {"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay, "name": g.name}
+        for g in groups
+        if g.params
+    ]
+    return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(betas), eps=eps)  # type: ignore[arg-type]
+
+
+def poly_lambda(
+    *, max_steps: int, power: float = 0.9, warmup_steps: int = 0, warmup_factor: float = 1.0
+):  # type: ignore[no-untyped-def]
+    """Multiplier for ``LambdaLR``: ``(1 - step / max_steps) ** power`` with optional linear warmup.
+
+    Matches detectron2's ``WarmupPolyLR`` (constant ending 0) for ``warmup_steps = 0``.
+    """
+    if max_steps <= 0:
+        raise ValueError(f"poly schedule needs max_steps > 0, got {max_steps}")
+
+    def factor(step: int) -> float:
+        warm = 1.0
+        if warmup_steps > 0 and step < warmup_steps:
+            alpha = step / warmup_steps
+            warm = warmup_factor * (1 - alpha) + alpha
+        progress = min(step, max_steps) / max_steps
+        return warm * math.pow(1.0 - progress, power)
+
+    return factor
+
+
+def format_param_groups(groups: Iterable[ParamGroupSpec]) -> str:
+    """A table of the groups: name, parameter tensors, parameter count, lr, weight decay."""
+    lines = [f"{'group':<20}{'tensors':>9}{'params':>14}{'lr':>11}{'wd':>8}"]
+    for g in groups:
+        count = sum(p.numel() for p in g.params)
+        lines.append(
+            f"{g.name:<20}{len(g.params):>9}{count:>14,}{g.lr:>11.2e}{g.weight_decay:>8.3g}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Run plumbing shared by the command-line tasks: config, logging, checkpoints, errors."""

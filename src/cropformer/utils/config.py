@@ -1,0 +1,56 @@
+"""Locate the Hydra config tree and compose configs outside ``@hydra.main`` (tests, tools)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from cropformer.utils.errors import UserError
+
+CONF_ENV = "CROPFORMER_CONF_DIR"
+
+
+def find_conf_dir() -> Path:
+    """The repository's ``conf/`` directory.
+
+    Looked up in this order: ``$CROPFORMER_CONF_DIR``; ``conf/`` next to the source tree (editable
+    installs and checkouts); ``conf/`` in the current directory or one of its parents.
+    """
+    env = os.environ.get(CONF_ENV)
+    if env:
+        path = Path(env).expanduser().resolve()
+        if not (path / "train.yaml").is_file():
+            raise UserError(
+                f"{CONF_ENV}={env} has no train.yaml; point it at the repository's conf/"
+            )
+        return path
+    candidates = [Path(__file__).resolve().parents[3] / "conf"]
+    cwd = Path.cwd().resolve()
+    candidates += [p / "conf" for p in (cwd, *cwd.parents)]
+    for path in candidates:
+        if (path / "train.yaml").is_file():
+            return path
+    raise UserError(
+        "cannot find the config tree (conf/train.yaml): run from the repository checkout or set "
+        f"{CONF_ENV}=/path/to/repo/conf"
+    )
+
+
+def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with command-line style overrides.
+
+    ``hydra:`` run-time interpolations are not available outside ``@hydra.main``, so
+    ``paths.output_dir`` should be overridden when the composed config is used to run something.
+    """
+    conf_dir = find_conf_dir()
+    os.environ.setdefault("PROJECT_ROOT", str(conf_dir.parent))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        cfg = compose(
+            config_name=config_name, overrides=list(overrides or []), return_hydra_config=False
+        )
+    return cfg

@@ -1,0 +1,10 @@
+"""One error type for problems the user can fix (bad config value, missing file, bad input)."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A problem with the user's input, reported as one readable line (no stack trace).
+
+    The message must name the key, file or value and say what to do.
+    """

@@ -1,0 +1,21 @@
+"""Train CropFormer / Mask2Former. `python train.py --help` lists the config groups."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Compose the config and hand it to the training task."""
+    from cropformer.cli.train import main as run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
