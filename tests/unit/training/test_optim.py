@@ -1,0 +1,94 @@
+"""Parameter groups and the poly schedule follow the official solver (reference doc §5.1)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from cropformer.training.optim import build_adamw, build_param_groups, poly_lambda
+
+
+class _Attn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(7, 3))
+        self.qkv = nn.Linear(4, 12)
+
+
+class _Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), _Attn())
+        self.decoder = nn.ModuleDict(
+            {
+                "query_feat": nn.Embedding(5, 4),
+                "norm": nn.LayerNorm(4),
+                "proj": nn.Linear(4, 4),
+                "gn": nn.GroupNorm(2, 4),
+            }
+        )
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+
+def _group_of(groups, name):
+    return next(g for g in groups if name in g.names)
+
+
+def test_groups_cover_every_trainable_parameter_once():
+    model = _Toy()
+    groups = build_param_groups(model, lr=1e-4, weight_decay=0.05)
+    names = [n for g in groups for n in g.names]
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert sorted(names) == sorted(trainable)
+    assert len(names) == len(set(names))
+
+
+def test_backbone_lr_and_no_decay_rules():
+    groups = build_param_groups(model := _Toy(), lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1)
+    assert model is not None
+    conv = _group_of(groups, "backbone.0.weight")
+    assert conv.lr == pytest.approx(1e-5) and conv.weight_decay == 0.05
+    assert _group_of(groups, "backbone.1.weight").weight_decay == 0.0  # BatchNorm
+    table = _group_of(groups, "backbone.2.relative_position_bias_table")
+    assert table.weight_decay == 0.0 and table.lr == pytest.approx(1e-5)
+    assert _group_of(groups, "decoder.query_feat.weight").weight_decay == 0.0
+    assert _group_of(groups, "decoder.norm.bias").weight_decay == 0.0
+    assert _group_of(groups, "decoder.gn.weight").weight_decay == 0.0
+    head = _group_of(groups, "decoder.proj.weight")
+    assert head.lr == pytest.approx(1e-4) and head.weight_decay == 0.05
+
+
+def test_switches_turn_rules_off():
+    groups = build_param_groups(
+        _Toy(), lr=1e-4, weight_decay=0.05, no_decay_norm=False, no_decay_embedding=False
+    )
+    assert all(g.weight_decay == 0.05 for g in groups)
+
+
+def test_adamw_groups_keep_lr_and_decay():
+    groups = build_param_groups(_Toy(), lr=2e-4, weight_decay=0.05)
+    opt = build_adamw(groups, lr=2e-4)
+    assert {round(g["lr"], 8) for g in opt.param_groups} == {2e-4, 2e-5}
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.05}
+
+
+def test_poly_schedule_matches_official_formula():
+    f = poly_lambda(max_steps=100, power=0.9)
+    for step in (0, 1, 50, 99, 100, 150):
+        expected = math.pow(1 - min(step, 100) / 100, 0.9)
+        assert f(step) == pytest.approx(expected, abs=1e-12)
+
+
+def test_poly_warmup_starts_at_factor_and_joins_poly():
+    f = poly_lambda(max_steps=100, power=0.9, warmup_steps=10, warmup_factor=0.1)
+    assert f(0) == pytest.approx(0.1)
+    assert f(10) == pytest.approx(math.pow(0.9, 0.9))
+
+
+def test_poly_rejects_bad_max_steps():
+    with pytest.raises(ValueError, match="max_steps"):
+        poly_lambda(max_steps=0)
