@@ -1,0 +1,1 @@
+"""Evaluation: class-agnostic entity AP, boundary AP, RLE helpers and prediction writers."""
