@@ -1,0 +1,286 @@
+"""LightningDataModule for entity segmentation (the only Lightning import of the data part)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cropformer.data.collate import collate
+from cropformer.data.dataset import EntityDataset
+from cropformer.data.formats.entityseg import read_entityseg
+from cropformer.data.records import Record
+from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic
+from cropformer.data.transforms import ViewSampler, build_pixel_transform
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_TRAIN_SHORT_SIDES = (640, 672, 704, 736, 768, 800)
+
+
+def _worker_init(worker_id: int) -> None:
+    # torch seeds each worker (base_seed + worker_id); derive numpy/random from it so any
+    # library drawing from them (albumentations) differs per worker yet replays under a seed.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _as_dict(node: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {str(k): v for k, v in (node or {}).items()}
+
+
+class EntityDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders of EntitySeg-format data (any converted dataset).
+
+    Args:
+        image_root: folder the jsons' ``file_name`` are relative to.
+        train_annotations, val_annotations, test_annotations: EntitySeg-format jsons.
+        batch_size: GLOBAL images per training step, divided by the world size.
+        eval_batch_size: images per device in val/test (official: 1).
+        num_workers, pin_memory, persistent_workers: DataLoader settings.
+        crop: ``{ratio, stride_ratio, num_train, num_test, mode}`` (``data/crop`` group).
+        train_short_sides, train_max_size: official {640..800} / 1333.
+        test_short_side, test_max_size: official 800 / 1333.
+        crop_max_size: long-side cap of crop views, train and test (official MAX_SIZE_TRAIN;
+            None = ``train_max_size``).
+        flip_prob: horizontal flip probability in training.
+        lsj: None, or ``{image_size, min_scale, max_scale}`` for the Mask2Former LSJ baseline.
+        pixel_transforms: albumentations pixel-level transforms for training (optional).
+        filter_empty: drop training images without non-crowd entities (official).
+        size_divisibility: padding multiple in collate.
+        skip_bad_samples: skip unreadable samples with a warning instead of raising.
+        jpeg_draft: reduced-scale JPEG decoding (see EntityDataset; parity flag).
+        synthetic: generator parameters (``SyntheticSpec`` fields plus ``root``); when set, the
+            data is generated in ``prepare_data`` and the four paths are derived from it.
+        seed: base seed of the view draws.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_root: str | None = None,
+        train_annotations: str | None = None,
+        val_annotations: str | None = None,
+        test_annotations: str | None = None,
+        batch_size: int = 2,
+        eval_batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        crop: Mapping[str, Any] | None = None,
+        train_short_sides: Sequence[int] = OFFICIAL_TRAIN_SHORT_SIDES,
+        train_max_size: int = 1333,
+        test_short_side: int = 800,
+        test_max_size: int = 1333,
+        crop_max_size: int | None = None,
+        flip_prob: float = 0.5,
+        lsj: Mapping[str, float] | None = None,
+        pixel_transforms: Sequence[Any] | None = None,
+        filter_empty: bool = True,
+        size_divisibility: int = 32,
+        skip_bad_samples: bool = False,
+        jpeg_draft: bool = True,
+        synthetic: Mapping[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        crop_d: dict[str, Any] = {
+            "ratio": 0.7,
+            "stride_ratio": 0.6,
+            "num_train": 1,
+            "num_test": 4,
+            "mode": "fixed",
+        }
+        crop_d.update(_as_dict(crop))
+        self.crop: dict[str, Any] = crop_d
+        self.image_root = image_root
+        self.train_annotations = train_annotations
+        self.val_annotations = val_annotations
+        self.test_annotations = test_annotations
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.train_short_sides = tuple(int(s) for s in train_short_sides)
+        self.train_max_size = int(train_max_size)
+        self.test_short_side = int(test_short_side)
+        self.test_max_size = int(test_max_size)
+        self.crop_max_size = (
+            int(crop_max_size) if crop_max_size is not None else self.train_max_size
+        )
+        self.flip_prob = float(flip_prob)
+        self.lsj = {k: float(v) for k, v in _as_dict(lsj).items()} if lsj else None
+        self.pixel_transforms = list(pixel_transforms) if pixel_transforms else None
+        self.filter_empty = bool(filter_empty)
+        self.size_divisibility = int(size_divisibility)
+        self.skip_bad_samples = bool(skip_bad_samples)
+        self.jpeg_draft = bool(jpeg_draft)
+        self.seed = int(seed)
+        self.synthetic: dict[str, Any] | None = None
+        if synthetic:
+            self.synthetic = _as_dict(synthetic)
+        self.world_size = 1
+        self.datasets: dict[str, EntityDataset] = {}
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _synthetic_spec(self) -> tuple[Path, SyntheticSpec]:
+        assert self.synthetic is not None
+        cfg = dict(self.synthetic)
+        root = Path(str(cfg.pop("root", "data/synthetic")))
+        for key in ("image_size", "num_stuff", "num_objects"):
+            if key in cfg and cfg[key] is not None:
+                cfg[key] = tuple(int(v) for v in cfg[key])
+        return root, SyntheticSpec(**cfg)
+
+    def _resolve_synthetic_paths(self) -> None:
+        if self.synthetic is None:
+            return
+        root, spec = self._synthetic_spec()
+        folder = root / spec.key()
+        self.image_root = self.image_root or str(folder)
+        self.train_annotations = self.train_annotations or str(folder / "train.json")
+        self.val_annotations = self.val_annotations or str(folder / "val.json")
+        self.test_annotations = self.test_annotations or str(folder / "val.json")
+
+    @property
+    def val_annotation_file(self) -> str | None:
+        """EntitySeg-format json of the validation split (GT for AP^e, crowd kept)."""
+        self._resolve_synthetic_paths()
+        return self.val_annotations
+
+    @property
+    def test_annotation_file(self) -> str | None:
+        """EntitySeg-format json of the test split (GT for AP^e, crowd kept)."""
+        self._resolve_synthetic_paths()
+        return self.test_annotations
+
+    @property
+    def batch_size_per_device(self) -> int:
+        """Global batch size divided by the world size."""
+        if self.batch_size % self.world_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} (global) is not divisible by the world size "
+                f"{self.world_size}; choose a multiple of the number of devices"
+            )
+        return self.batch_size // self.world_size
+
+    # -- Lightning hooks -----------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic dataset (rank 0 only; cached and atomic)."""
+        if self.synthetic is not None:
+            root, spec = self._synthetic_spec()
+            prepare_synthetic(root, spec)
+            self._resolve_synthetic_paths()
+
+    def setup(self, stage: str | None = None, world_size: int | None = None) -> None:
+        """Build the datasets of ``stage`` (fit / validate / test / predict)."""
+        if world_size is not None:
+            self.world_size = int(world_size)
+        elif self.trainer is not None:
+            self.world_size = int(self.trainer.world_size)
+        _ = self.batch_size_per_device  # fail early on an indivisible batch size
+        self._resolve_synthetic_paths()
+        if stage in (None, "fit"):
+            self.datasets["train"] = self._build("train", self.train_annotations)
+        if stage in (None, "fit", "validate") and self.val_annotations:
+            self.datasets["val"] = self._build("val", self.val_annotations)
+        if stage in (None, "test") and self.test_annotations:
+            self.datasets["test"] = self._build("test", self.test_annotations)
+        if stage == "predict":
+            ann = self.test_annotations or self.val_annotations
+            self.datasets["predict"] = self._build("predict", ann)
+
+    def _records(self, annotations: str | None, split: str) -> list[Record]:
+        if not annotations:
+            raise ValueError(f"data.{split}_annotations is not set; give an EntitySeg-format json")
+        if self.image_root is None:
+            raise ValueError("data.image_root is not set")
+        return read_entityseg(annotations, self.image_root)
+
+    def sampler_for(self, split: str) -> ViewSampler:
+        """The view draw of a split (train: random; others: fixed)."""
+        mode = str(self.crop["mode"])
+        if split == "train":
+            return ViewSampler(
+                train=True,
+                short_sides=self.train_short_sides,
+                max_size=self.train_max_size,
+                crop_max_size=self.crop_max_size,
+                crop_mode=mode,
+                num_crops=int(self.crop["num_train"]),
+                crop_ratio=float(self.crop["ratio"]),
+                stride_ratio=float(self.crop["stride_ratio"]),
+                flip_prob=self.flip_prob,
+                lsj=self.lsj,
+            )
+        return ViewSampler(
+            train=False,
+            short_sides=(self.test_short_side,),
+            max_size=self.test_max_size,
+            crop_max_size=self.crop_max_size,
+            crop_mode=mode,
+            num_crops=int(self.crop["num_test"]),
+            crop_ratio=float(self.crop["ratio"]),
+            stride_ratio=float(self.crop["stride_ratio"]),
+        )
+
+    def _build(self, split: str, annotations: str | None) -> EntityDataset:
+        records = self._records(annotations, "train" if split == "train" else split)
+        if split == "train" and self.filter_empty:
+            n = len(records)
+            records = [r for r in records if r.non_crowd()]
+            if len(records) < n:
+                log.info("train: dropped %d images without entities", n - len(records))
+            if not records:
+                raise ValueError(f"{annotations}: no training image has a non-crowd entity")
+        return EntityDataset(
+            records,
+            self.sampler_for(split),
+            with_targets=split != "predict",
+            skip_bad_samples=self.skip_bad_samples,
+            jpeg_draft=self.jpeg_draft,
+            seed=self.seed,
+            pixel_transform=build_pixel_transform(self.pixel_transforms)
+            if split == "train"
+            else None,
+        )
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(split, split))
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=functools.partial(collate, size_divisibility=self.size_divisibility),
+            worker_init_fn=_worker_init if self.num_workers > 0 else None,
+            # Drop the ragged last training batch, unless that would leave no batch at all.
+            drop_last=shuffle and len(self.datasets[split]) >= batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size_per_device, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", self.eval_batch_size, shuffle=False)

@@ -1,0 +1,1 @@
+"""Readers that turn each annotation source into records (see ``records.py``)."""

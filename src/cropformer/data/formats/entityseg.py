@@ -1,0 +1,79 @@
+"""EntitySeg / COCO-instance json reader (RLE compressed or not, polygons), class-agnostic."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cropformer.data.records import Entity, Record
+
+
+def load_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an annotation json with a clear error for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"annotation file not found: {p}")
+    try:
+        with p.open("rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"annotation file {p} is not valid json: {e}") from e
+    if not isinstance(data, dict) or "images" not in data:
+        raise ValueError(f"annotation file {p} has no 'images' list (not COCO/EntitySeg format)")
+    return data
+
+
+def records_from_coco(
+    data: dict[str, Any], image_root: str | os.PathLike[str], *, source: str = ""
+) -> list[Record]:
+    """Records from an already-loaded COCO-style dict (categories ignored)."""
+    by_image: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for ann in data.get("annotations", []) or []:
+        by_image[ann.get("image_id")].append(ann)
+    root = Path(image_root)
+    records = []
+    for img in data["images"]:
+        for key in ("id", "file_name", "height", "width"):
+            if key not in img:
+                raise ValueError(f"{source}: image entry {img} lacks '{key}'")
+        ents = []
+        for ann in by_image.get(img["id"], []):
+            if "segmentation" not in ann:
+                raise ValueError(
+                    f"{source}: annotation {ann.get('id')} of image {img['file_name']} "
+                    "has no 'segmentation'"
+                )
+            ents.append(
+                Entity(
+                    segmentation=ann["segmentation"],
+                    iscrowd=bool(ann.get("iscrowd", 0)),
+                    ann_id=int(ann.get("id", -1)),
+                    bbox=ann.get("bbox"),
+                )
+            )
+        records.append(
+            Record(
+                image_path=str(root / img["file_name"]),
+                file_name=str(img["file_name"]),
+                height=int(img["height"]),
+                width=int(img["width"]),
+                image_id=int(img["id"]),
+                entities=ents,
+                source=source,
+            )
+        )
+    return records
+
+
+def read_entityseg(
+    annotations: str | os.PathLike[str], image_root: str | os.PathLike[str]
+) -> list[Record]:
+    """Records of an EntitySeg-format (COCO instance) json; also the ``images_lr`` variant.
+
+    ``file_name`` is relative to ``image_root`` (EntitySeg ``_all`` jsons include the
+    ``entity_0X_...`` sub-folder).
+    """
+    return records_from_coco(load_json(annotations), image_root, source=str(annotations))
