@@ -1,0 +1,270 @@
+"""Official detectron2 CropFormer / Mask2Former checkpoints -> this package.
+
+``convert_official_state_dict`` renames the keys of an official ``model.state_dict()`` (keys as
+in ``shared/reference/official_keys``) to ours; ``build_from_official_config`` builds our network
+from an official (detectron2 yacs) config dict, so that the converted weights load strictly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cropformer.model.association import QueryAssociation
+from cropformer.model.backbone import TimmBackbone
+from cropformer.model.cropformer import CropFormer
+from cropformer.model.decoder import MaskedAttentionDecoder
+from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
+
+# Official keys that are deliberately not carried over: derived buffers and loss buffers.
+IGNORED_KEYS = (
+    re.compile(r".*\.relative_position_index$"),  # Swin: recomputed from the window size
+    re.compile(r"^criterion(_2d|_3d)?\.empty_weight$"),  # loss class weights, not network
+    re.compile(r".*\.num_batches_tracked$"),
+)
+
+_P = "sem_seg_head.pixel_decoder."
+_D = "sem_seg_head.predictor."
+
+Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
+
+
+def _sub(template: str) -> Callable[[re.Match[str]], str]:
+    return lambda m: m.expand(template)
+
+
+def _swin_downsample(m: re.Match[str]) -> str:
+    # official: patch merging at the END of stage i; timm: at the START of stage i + 1
+    return f"backbone.body.model.layers.{int(m.group(1)) + 1}.downsample.{m.group(2)}"
+
+
+def _res_block(m: re.Match[str]) -> str:
+    stage, block, rest = int(m.group(1)), m.group(2), m.group(3)
+    rest = re.sub(r"^conv(\d)\.norm\.", r"bn\1.", rest)
+    rest = re.sub(r"^shortcut\.norm\.", "downsample.1.", rest)
+    rest = re.sub(r"^shortcut\.weight$", "downsample.0.weight", rest)
+    return f"backbone.body.layer{stage - 1}.{block}.{rest}"
+
+
+_RULES: list[Rule] = [
+    # --- backbone: Swin (D2SwinTransformer) -> timm SwinTransformer (getter features)
+    (re.compile(r"^backbone\.patch_embed\.(.+)$"), _sub(r"backbone.body.model.patch_embed.\1")),
+    (
+        re.compile(r"^backbone\.layers\.(\d+)\.blocks\.(.+)$"),
+        _sub(r"backbone.body.model.layers.\1.blocks.\2"),
+    ),
+    (re.compile(r"^backbone\.layers\.(\d+)\.downsample\.(.+)$"), _swin_downsample),
+    (re.compile(r"^backbone\.norm(\d)\.(.+)$"), _sub(r"backbone.out_norms.\1.\2")),
+    # --- backbone: detectron2 ResNet -> timm ResNet (features_only)
+    (re.compile(r"^backbone\.stem\.conv1\.weight$"), _sub("backbone.body.conv1.weight")),
+    (re.compile(r"^backbone\.stem\.conv1\.norm\.(.+)$"), _sub(r"backbone.body.bn1.\1")),
+    (re.compile(r"^backbone\.res(\d)\.(\d+)\.(.+)$"), _res_block),
+    # --- pixel decoder
+    (
+        re.compile(rf"^{_P}input_proj\.(\d+)\.(\d)\.(.+)$"),
+        _sub(r"pixel_decoder.input_proj.\1.\2.\3"),
+    ),
+    (re.compile(rf"^{_P}transformer\.level_embed$"), _sub("pixel_decoder.level_embed")),
+    (
+        re.compile(rf"^{_P}transformer\.encoder\.layers\.(\d+)\.self_attn\.(.+)$"),
+        _sub(r"pixel_decoder.encoder_layers.\1.attn.\2"),
+    ),
+    (
+        re.compile(
+            rf"^{_P}transformer\.encoder\.layers\.(\d+)\.(norm1|norm2|linear1|linear2)\.(.+)$"
+        ),
+        _sub(r"pixel_decoder.encoder_layers.\1.\2.\3"),
+    ),
+    (re.compile(rf"^{_P}mask_features\.(.+)$"), _sub(r"pixel_decoder.mask_features.\1")),
+    (
+        re.compile(rf"^{_P}adapter_(\d+)\.weight$"),
+        lambda m: f"pixel_decoder.lateral_convs.{int(m.group(1)) - 1}.0.weight",
+    ),
+    (
+        re.compile(rf"^{_P}adapter_(\d+)\.norm\.(.+)$"),
+        lambda m: f"pixel_decoder.lateral_convs.{int(m.group(1)) - 1}.1.{m.group(2)}",
+    ),
+    (
+        re.compile(rf"^{_P}layer_(\d+)\.weight$"),
+        lambda m: f"pixel_decoder.output_convs.{int(m.group(1)) - 1}.0.weight",
+    ),
+    (
+        re.compile(rf"^{_P}layer_(\d+)\.norm\.(.+)$"),
+        lambda m: f"pixel_decoder.output_convs.{int(m.group(1)) - 1}.1.{m.group(2)}",
+    ),
+    # --- association (make_3d); before the decoder rules
+    (
+        re.compile(rf"^{_D}make_3d\.enc_crosattn_3d\.(\d+)\.multihead_attn\.(.+)$"),
+        _sub(r"association.cross_attn_layers.\1.attn.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}make_3d\.enc_selfattn_3d\.(\d+)\.self_attn\.(.+)$"),
+        _sub(r"association.self_attn_layers.\1.attn.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}make_3d\.enc_crosattn_3d\.(\d+)\.norm\.(.+)$"),
+        _sub(r"association.cross_attn_layers.\1.norm.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}make_3d\.enc_selfattn_3d\.(\d+)\.norm\.(.+)$"),
+        _sub(r"association.self_attn_layers.\1.norm.\2"),
+    ),
+    (re.compile(rf"^{_D}make_3d\.enc_ffn_3d\.(\d+)\.(.+)$"), _sub(r"association.ffn_layers.\1.\2")),
+    # --- transformer decoder
+    (
+        re.compile(rf"^{_D}transformer_self_attention_layers\.(\d+)\.self_attn\.(.+)$"),
+        _sub(r"decoder.self_attn_layers.\1.attn.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}transformer_self_attention_layers\.(\d+)\.norm\.(.+)$"),
+        _sub(r"decoder.self_attn_layers.\1.norm.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.+)$"),
+        _sub(r"decoder.cross_attn_layers.\1.attn.\2"),
+    ),
+    (
+        re.compile(rf"^{_D}transformer_cross_attention_layers\.(\d+)\.norm\.(.+)$"),
+        _sub(r"decoder.cross_attn_layers.\1.norm.\2"),
+    ),
+    (re.compile(rf"^{_D}transformer_ffn_layers\.(\d+)\.(.+)$"), _sub(r"decoder.ffn_layers.\1.\2")),
+    (re.compile(rf"^{_D}decoder_norm\.(.+)$"), _sub(r"decoder.decoder_norm.\1")),
+    (re.compile(rf"^{_D}query_feat\.weight$"), _sub("decoder.query_feat.weight")),
+    (re.compile(rf"^{_D}(query_embed|static_query)\.weight$"), _sub("decoder.query_pos.weight")),
+    (re.compile(rf"^{_D}level_embed\.weight$"), _sub("decoder.level_embed.weight")),
+    (re.compile(rf"^{_D}class_embed\.(.+)$"), _sub(r"decoder.class_head.\1")),
+    (
+        re.compile(rf"^{_D}mask_embed\.layers\.(\d+)\.(.+)$"),
+        _sub(r"decoder.mask_head.layers.\1.\2"),
+    ),
+    (re.compile(rf"^{_D}input_proj\.(\d+)\.(.+)$"), _sub(r"decoder.input_proj.\1.\2")),
+]
+
+
+def official_key_to_ours(key: str) -> str | None:
+    """Our key for one official key, or None if no rule maps it."""
+    for pattern, fn in _RULES:
+        m = pattern.match(key)
+        if m:
+            return fn(m)
+    return None
+
+
+def convert_official_state_dict(
+    state_dict: Mapping[str, Tensor],
+) -> tuple[dict[str, Tensor], list[str]]:
+    """Rename an official detectron2 state dict to this package's keys.
+
+    Returns our state dict and the official keys no rule could map. Keys in ``IGNORED_KEYS``
+    (Swin ``relative_position_index``, the criteria's ``empty_weight``) are dropped silently.
+    A ``model`` wrapper (``{"model": state_dict, ...}`` as detectron2 saves) is unwrapped.
+    """
+    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+        state_dict = state_dict["model"]  # type: ignore[assignment]
+    ours: dict[str, Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in state_dict.items():
+        if any(p.match(key) for p in IGNORED_KEYS):
+            continue
+        new = official_key_to_ours(key)
+        if new is None:
+            unmapped.append(key)
+            continue
+        if not isinstance(value, Tensor):  # detectron2 .pkl files hold numpy arrays
+            value = torch.as_tensor(value)
+        ours[new] = value
+    return ours, unmapped
+
+
+def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is None:
+                raise KeyError(f"official config has no key {dotted!r}")
+            return default
+        node = node[part]
+    return node
+
+
+def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
+    """Build our network with the sizes of an official detectron2 config (as a nested dict).
+
+    Supports ``D2SwinTransformer`` and ``build_resnet_backbone`` (R50, frozen BN) backbones,
+    ``MSDeformAttnPixelDecoder`` and the (CropShared)MultiScaleMaskedTransformerDecoder; the
+    association module is built when ``META_ARCHITECTURE`` is ``CropFormer``.
+    """
+    name = _get(cfg, "MODEL.BACKBONE.NAME")
+    backbone: TimmBackbone
+    if name == "D2SwinTransformer":
+        if _get(cfg, "MODEL.SWIN.APE", False):
+            raise ValueError("MODEL.SWIN.APE=True (absolute position embedding) is not supported")
+        backbone = TimmBackbone(
+            "swin_tiny_patch4_window7_224",
+            out_norm=True,
+            drop_path_rate=float(_get(cfg, "MODEL.SWIN.DROP_PATH_RATE")),
+            model_kwargs={
+                "embed_dim": int(_get(cfg, "MODEL.SWIN.EMBED_DIM")),
+                "depths": tuple(_get(cfg, "MODEL.SWIN.DEPTHS")),
+                "num_heads": tuple(_get(cfg, "MODEL.SWIN.NUM_HEADS")),
+                "window_size": int(_get(cfg, "MODEL.SWIN.WINDOW_SIZE")),
+                "mlp_ratio": float(_get(cfg, "MODEL.SWIN.MLP_RATIO")),
+                "qkv_bias": bool(_get(cfg, "MODEL.SWIN.QKV_BIAS")),
+            },
+        )
+    elif name == "build_resnet_backbone":
+        depth = int(_get(cfg, "MODEL.RESNETS.DEPTH"))
+        if depth not in (50, 101):
+            raise ValueError(f"MODEL.RESNETS.DEPTH={depth}: only 50 and 101 are supported")
+        backbone = TimmBackbone(
+            f"resnet{depth}",
+            out_indices=(1, 2, 3, 4),
+            frozen_bn=_get(cfg, "MODEL.RESNETS.NORM") == "FrozenBN",
+        )
+    else:
+        raise ValueError(f"MODEL.BACKBONE.NAME={name!r} is not supported (Swin or ResNet only)")
+    conv_dim = int(_get(cfg, "MODEL.SEM_SEG_HEAD.CONVS_DIM"))
+    pixel_decoder = MSDeformAttnPixelDecoder(
+        backbone.channels,
+        backbone.strides,
+        conv_dim=conv_dim,
+        mask_dim=int(_get(cfg, "MODEL.SEM_SEG_HEAD.MASK_DIM")),
+        num_encoder_layers=int(_get(cfg, "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS")),
+        num_heads=int(_get(cfg, "MODEL.MASK_FORMER.NHEADS")),
+        dropout=float(_get(cfg, "MODEL.MASK_FORMER.DROPOUT")),
+        common_stride=int(_get(cfg, "MODEL.SEM_SEG_HEAD.COMMON_STRIDE")),
+    )
+    decoder = MaskedAttentionDecoder(
+        in_channels=conv_dim,
+        hidden_dim=int(_get(cfg, "MODEL.MASK_FORMER.HIDDEN_DIM")),
+        num_queries=int(_get(cfg, "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES")),
+        num_heads=int(_get(cfg, "MODEL.MASK_FORMER.NHEADS")),
+        ffn_dim=int(_get(cfg, "MODEL.MASK_FORMER.DIM_FEEDFORWARD")),
+        num_layers=int(_get(cfg, "MODEL.MASK_FORMER.DEC_LAYERS")) - 1,
+        mask_dim=int(_get(cfg, "MODEL.SEM_SEG_HEAD.MASK_DIM")),
+        num_classes=int(_get(cfg, "MODEL.SEM_SEG_HEAD.NUM_CLASSES")),
+        pre_norm=bool(_get(cfg, "MODEL.MASK_FORMER.PRE_NORM")),
+        enforce_input_proj=bool(_get(cfg, "MODEL.MASK_FORMER.ENFORCE_INPUT_PROJ")),
+    )
+    association = None
+    if _get(cfg, "MODEL.META_ARCHITECTURE") == "CropFormer":
+        association = QueryAssociation(
+            dim=int(_get(cfg, "ENTITY.FUSE_ENC_HIDDIEN_DIM")),
+            num_heads=int(_get(cfg, "ENTITY.FUSE_ENC_NHEADS")),
+            ffn_dim=int(_get(cfg, "ENTITY.FUSE_ENC_DIM_FEEDFORWARD")),
+            num_layers=int(_get(cfg, "ENTITY.FUSE_NUM_LAYERS")),
+            pre_norm=bool(_get(cfg, "ENTITY.FUSE_ENC_PRE_NORM")),
+        )
+    return CropFormer(
+        backbone,
+        pixel_decoder,
+        decoder,
+        association,
+        pixel_mean=tuple(_get(cfg, "MODEL.PIXEL_MEAN")),
+        pixel_std=tuple(_get(cfg, "MODEL.PIXEL_STD")),
+        size_divisibility=int(_get(cfg, "MODEL.MASK_FORMER.SIZE_DIVISIBILITY")),
+    )

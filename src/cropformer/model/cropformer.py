@@ -1,0 +1,136 @@
+"""CropFormer: backbone -> pixel decoder -> image-level pass -> association -> batch-level pass.
+
+Without an association module it is Mask2Former (entity mode): the image-level pass only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cropformer.model.association import QueryAssociation
+from cropformer.model.backbone import TimmBackbone
+from cropformer.model.decoder import MaskedAttentionDecoder
+from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
+from cropformer.schema import Outputs
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+class CropFormer(nn.Module):
+    """The CropFormer network; Mask2Former when ``association`` is None.
+
+    Args:
+        backbone: feature extractor returning 4 NCHW maps (strides 4/8/16/32), with ``channels``
+            and ``strides`` attributes (e.g. :class:`TimmBackbone`).
+        pixel_decoder: :class:`MSDeformAttnPixelDecoder` (its in_channels must match).
+        decoder: :class:`MaskedAttentionDecoder`, used by both passes.
+        association: :class:`QueryAssociation`, or None for Mask2Former (no batch-level pass).
+        pixel_mean, pixel_std: RGB normalisation in 0..255 units (official values).
+        size_divisibility: inputs are zero-padded (after normalisation) to a multiple of this.
+    """
+
+    def __init__(
+        self,
+        backbone: TimmBackbone | nn.Module,
+        pixel_decoder: MSDeformAttnPixelDecoder,
+        decoder: MaskedAttentionDecoder,
+        association: QueryAssociation | None = None,
+        pixel_mean: Sequence[float] = PIXEL_MEAN,
+        pixel_std: Sequence[float] = PIXEL_STD,
+        size_divisibility: int = 32,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.pixel_decoder = pixel_decoder
+        self.decoder = decoder
+        self.association = association
+        if len(pixel_mean) != 3 or len(pixel_std) != 3:
+            raise ValueError(f"pixel_mean/pixel_std need 3 values, got {pixel_mean} / {pixel_std}")
+        self.register_buffer(
+            "pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False
+        )
+        self.size_divisibility = size_divisibility
+
+    @property
+    def num_queries(self) -> int:
+        """Q."""
+        return self.decoder.num_queries
+
+    def normalize(self, images: Tensor, view_sizes: Tensor | None = None) -> Tensor:
+        """Normalise 0..255 RGB views, zero the padding, pad to ``size_divisibility``.
+
+        Shape: images (N, 3, H, W) uint8/float; view_sizes (N, 2) unpadded (h, w); returns float32
+        (N, 3, H', W') with H', W' multiples of ``size_divisibility``.
+        """
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
+        mean, std = cast(Tensor, self.pixel_mean), cast(Tensor, self.pixel_std)
+        x = (images.float() - mean) / std
+        if view_sizes is not None:
+            # official: normalise each view, then zero-pad -> padding is 0 in normalised space
+            if view_sizes.shape != (images.shape[0], 2):
+                raise ValueError(
+                    f"view_sizes must be (N, 2) = ({images.shape[0]}, 2), got "
+                    f"{tuple(view_sizes.shape)}"
+                )
+            h, w = x.shape[-2:]
+            rows = torch.arange(h, device=x.device)[None, :, None]
+            cols = torch.arange(w, device=x.device)[None, None, :]
+            vs = view_sizes.to(x.device)
+            valid = (rows < vs[:, 0, None, None]) & (cols < vs[:, 1, None, None])
+            x = x * valid[:, None].to(x.dtype)
+        return self._pad(x)
+
+    def _pad(self, x: Tensor) -> Tensor:
+        div = self.size_divisibility
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (div - h % div) % div, (div - w % div) % div
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+    def forward(
+        self,
+        images: Tensor,
+        num_views: int = 1,
+        view_sizes: Tensor | None = None,
+        normalized: bool = False,
+    ) -> Outputs:
+        """Run both passes (or the image-level pass only in Mask2Former mode).
+
+        Args:
+            images: views image-major ``[img0-full, img0-crop1, ..., img1-full, ...]``, 0..255
+                RGB (uint8 or float), or already normalised when ``normalized=True``.
+            num_views: T, views per image (N must be a multiple of it).
+            view_sizes: unpadded (h, w) of each view; the padding is re-zeroed after
+                normalisation (official order: normalise, then pad).
+            normalized: the images are already normalised and padded (e.g. the official tensor).
+
+        Shape:
+            images: (N, 3, H, W); view_sizes: (N, 2).
+            returns Outputs: image_level pred_logits (N, Q, 2), pred_masks (N, Q, H'/4, W'/4);
+            batch_level (if association) pred_logits (B, Q, 2), pred_masks (B, Q, T, H'/4, W'/4).
+        """
+        if num_views < 1 or images.shape[0] % num_views != 0:
+            raise ValueError(
+                f"images has {images.shape[0]} views, not a positive multiple of "
+                f"num_views={num_views}"
+            )
+        x = self._pad(images.float()) if normalized else self.normalize(images, view_sizes)
+        features = self.backbone(x)
+        mask_features, multi_scale = self.pixel_decoder(features)
+        image_level, states = self.decoder.forward_image_level(multi_scale, mask_features)
+        out: Outputs = {"image_level": image_level}
+        if self.association is not None:
+            queries = self.association(states, self.decoder.query_pos.weight, num_views)
+            out["batch_level"] = self.decoder.forward_batch_level(
+                queries, multi_scale, mask_features, num_views
+            )
+        return out

@@ -1,0 +1,107 @@
+"""Our network reproduces the official CropFormer outputs of the parity bundle.
+
+The bundle (``../shared/reference/parity``, see its README) was produced by running the official
+code on CPU: a reduced config, its state dict, the exact 5-view input and the outputs of both
+passes. We build our model from that config, load the converted weights strictly and compare.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from cropformer.model.convert import build_from_official_config, convert_official_state_dict
+
+BUNDLE = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "parity"
+ATOL = 1e-4  # bundle README section 10
+
+
+def _load(name: str) -> dict:
+    path = BUNDLE / name
+    if not path.is_file():
+        pytest.skip(f"parity bundle file {path} is absent (needs ../shared beside the checkout)")
+    return torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def model():
+    cfg_path = BUNDLE / "config_full.yaml"
+    if not cfg_path.is_file():
+        pytest.skip(f"parity bundle {BUNDLE} is absent (needs ../shared beside the checkout)")
+    cfg = yaml.safe_load(cfg_path.read_text())
+    torch.manual_seed(0)
+    net = build_from_official_config(cfg).eval()
+    state, unmapped = convert_official_state_dict(_load("official_state_dict.pth"))
+    assert unmapped == []
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+@pytest.fixture(scope="module")
+def eval_data():
+    return _load("eval_inputs.pth"), _load("eval_outputs.pth")
+
+
+def test_parameter_count_matches_official(model) -> None:
+    parts = {
+        "backbone": model.backbone,
+        "pixel_decoder": model.pixel_decoder,
+        "decoder": model.decoder,
+        "association": model.association,
+    }
+    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in parts.items()}
+    assert counts == {
+        "backbone": 339_486,
+        "pixel_decoder": 1_010_304,
+        "decoder": 215_746,
+        "association": 66_752,
+    }
+
+
+def test_normalisation_reproduces_official_input(model, eval_data) -> None:
+    inputs, _ = eval_data
+    mapper = inputs["mapper_output"]
+    views = torch.cat([mapper["image"][None], mapper["image_crop"]])
+    sizes = torch.tensor(inputs["image_sizes"])
+    ours = model.normalize(views, sizes)
+    assert torch.equal(ours, inputs["images_tensor"])
+
+
+def test_view0_features_match_official(model, eval_data) -> None:
+    inputs, outputs = eval_data
+    with torch.no_grad():
+        feats = model.backbone(inputs["images_tensor"][:1])
+        mask_features, multi_scale = model.pixel_decoder(feats)
+    for ours, name in zip(feats, ("res2", "res3", "res4", "res5")):
+        torch.testing.assert_close(
+            ours, outputs["view0_backbone_features"][name], atol=ATOL, rtol=0
+        )
+    ref = outputs["view0_pixel_decoder"]
+    torch.testing.assert_close(mask_features, ref["mask_features"], atol=ATOL, rtol=0)
+    for ours, theirs in zip(multi_scale, ref["multi_scale_features"], strict=True):
+        torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("from_uint8", [False, True])
+def test_both_passes_match_official(model, eval_data, from_uint8: bool) -> None:
+    inputs, outputs = eval_data
+    if from_uint8:
+        mapper = inputs["mapper_output"]
+        views = torch.cat([mapper["image"][None], mapper["image_crop"]])
+        sizes = torch.tensor(inputs["image_sizes"])
+        with torch.no_grad():
+            out = model(views, num_views=5, view_sizes=sizes)
+    else:
+        with torch.no_grad():
+            out = model(inputs["images_tensor"], num_views=5, normalized=True)
+    for ours_key, ref_key in (("image_level", "outputs_2d"), ("batch_level", "outputs_3d")):
+        ours, ref = out[ours_key], outputs[ref_key]  # type: ignore[literal-required]
+        torch.testing.assert_close(ours["pred_logits"], ref["pred_logits"], atol=ATOL, rtol=0)
+        torch.testing.assert_close(ours["pred_masks"], ref["pred_masks"], atol=ATOL, rtol=0)
+        aux = [a["pred_logits"] for a in ours["aux_outputs"]]
+        assert len(aux) == len(ref["aux_pred_logits"])
+        for a, b in zip(aux, ref["aux_pred_logits"]):
+            torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
