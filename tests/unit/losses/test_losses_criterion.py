@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_pass, make_targets
+from _losses_helpers import make_pass, make_targets
 
 from cropformer.losses.criterion import CropFormerCriterion, average_num_masks
 from cropformer.losses.matcher import HungarianMatcher

@@ -1,11 +1,9 @@
-"""Factories of random predictions and targets for the loss tests."""
+"""Random predictions and targets for the loss tests (imported by the test modules)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 import torch
 from torch import Tensor
 
@@ -43,13 +41,3 @@ def make_targets(
         valid &= masks.flatten(2).any(-1)
         targets.append({"masks": masks, "valid": valid})
     return targets
-
-
-@pytest.fixture
-def pass_factory() -> Callable[..., dict[str, Any]]:
-    return make_pass
-
-
-@pytest.fixture
-def target_factory() -> Callable[..., list[dict[str, Tensor]]]:
-    return make_targets
