@@ -16,7 +16,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from scipy import ndimage
 
-from cropformer.evaluation.rle import RLE, _c_ready, _json_ready
+from cropformer.evaluation.rle import RLE, _c_ready, _decode, _json_ready
 
 DEFAULT_DILATION_RATIO = 0.02
 
@@ -61,7 +61,7 @@ def mask_to_boundary(
 
 def rle_to_boundary_rle(rle: RLE, dilation_ratio: float = DEFAULT_DILATION_RATIO) -> RLE:
     """Boundary of a compressed-RLE mask, as compressed RLE (``counts`` str)."""
-    m = mask_util.decode(_c_ready(rle))
+    m = _decode([_c_ready(rle)])[:, :, 0]
     return _json_ready(
         mask_util.encode(np.asfortranarray(mask_to_boundary(m, dilation_ratio).astype(np.uint8)))
     )

@@ -6,6 +6,7 @@ Compressed RLE dicts here always carry ``counts`` as ``str`` (JSON-ready) and ``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,12 +52,19 @@ def encode_masks(masks: Tensor | np.ndarray) -> list[RLE]:
 def decode_rle(rle: RLE | Sequence[RLE]) -> np.ndarray:
     """Decode one RLE to a bool (H, W) mask, or a list of RLEs to a bool (M, H, W) stack."""
     if isinstance(rle, dict):
-        return mask_util.decode(_c_ready(rle)).astype(bool)
+        return _decode([_c_ready(rle)])[:, :, 0].astype(bool)
     rles = list(rle)
     if not rles:
         raise ValueError("decode_rle got an empty list; the image size is unknown")
-    out = mask_util.decode([_c_ready(r) for r in rles])  # (H, W, M)
+    out = _decode([_c_ready(r) for r in rles])  # (H, W, M)
     return np.ascontiguousarray(out.transpose(2, 0, 1)).astype(bool)
+
+
+def _decode(rles: list[RLE]) -> np.ndarray:
+    # pycocotools' Cython array wrapper triggers a numpy-2 DeprecationWarning on every decode
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_util.decode(rles)
 
 
 def rle_area(rle: RLE) -> int:
