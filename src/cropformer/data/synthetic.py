@@ -115,26 +115,25 @@ def _boxes_overlap(a: tuple[float, ...], b: tuple[float, ...], margin: float) ->
 
 
 def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """One scene: (H, W, 3) uint8 image and (H, W) int32 entity label map (0..K-1, no holes)."""
+    """One scene: (H, W, 3) uint8 image and (H, W) uint8 entity label map (0..K-1, no holes)."""
     rng = np.random.default_rng(seed_seq)
     W, H = int(spec.image_size[0]), int(spec.image_size[1])
     s = min(H, W)
-    # Stuff: bands between wavy curves, top to bottom.
+    # Stuff: bands below wavy curves, drawn top to bottom (a later band overwrites).
     n_stuff = int(rng.integers(spec.num_stuff[0], spec.num_stuff[1] + 1))
-    xs = np.arange(W, dtype=np.float32)
-    rows = np.arange(H, dtype=np.float32)[:, None]
     cuts = np.sort(rng.uniform(0.15, 0.85, n_stuff - 1)) * H
-    label = np.zeros((H, W), dtype=np.int32)
-    for c in cuts:
+    canvas = Image.new("L", (W, H), 0)
+    draw = ImageDraw.Draw(canvas)
+    xs = np.linspace(0, W, 65)
+    for i, c in enumerate(cuts):
         amp = rng.uniform(0.0, 0.06) * H
         freq = rng.uniform(0.5, 3.0)
         phase = rng.uniform(0, 2 * math.pi)
-        curve = c + amp * np.sin(2 * math.pi * freq * xs / W + phase)
-        label += (rows >= curve[None, :]).astype(np.int32)
+        ys = c + amp * np.sin(2 * math.pi * freq * xs / W + phase)
+        draw.polygon([*zip(xs.tolist(), ys.tolist()), (W, H + 1), (0, H + 1)], fill=i + 1)
+    stuff = canvas.copy()
     k = n_stuff
-    # Objects, painted on an 8-bit canvas, placed without overlapping boxes.
-    canvas = Image.fromarray(label.astype(np.uint8), "L")
-    draw = ImageDraw.Draw(canvas)
+    # Objects, placed without overlapping boxes (so each one is whole and connected).
     n_obj = int(rng.integers(spec.num_objects[0], spec.num_objects[1] + 1))
     placed: list[tuple[float, ...]] = []
     for _ in range(n_obj):
@@ -193,19 +192,16 @@ def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, 
                 draw.ellipse(box, fill=k)
                 t = 0.45
                 inner = (cx - rw * t, cy - rh * t, cx + rw * t, cy + rh * t)
-                hole = Image.new("L", (W, H), 0)
+                hole = Image.new("1", (W, H), 0)
                 ImageDraw.Draw(hole).ellipse(inner, fill=1)
-                hole_arr = np.asarray(hole, dtype=bool)
-                arr = np.asarray(canvas).copy()
-                arr[hole_arr] = label[hole_arr]
-                canvas.paste(Image.fromarray(arr, "L"))
+                canvas.paste(stuff, mask=hole)
             k += 1
             break
-    label = np.asarray(canvas, dtype=np.int32).copy()
-    # Drop ids that vanished (a tiny object rasterised to nothing) so ids stay 0..K-1.
+    label = np.asarray(canvas, dtype=np.uint8).copy()
+    # Drop ids that vanished (a band fully overwritten, an object rasterised to nothing).
     present = np.flatnonzero(np.bincount(label.ravel(), minlength=k))
     if present.size != k:
-        remap = np.zeros(k + 1, dtype=np.int32)
+        remap = np.zeros(256, dtype=np.uint8)
         remap[present] = np.arange(present.size)
         label = remap[label]
         k = int(present.size)
@@ -225,12 +221,40 @@ def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, 
     for f, fld in enumerate(fields):
         np.copyto(term, fld, where=kind_map == f)
     term *= tex_amp[label]
+    rows = np.arange(H, dtype=np.float32)[:, None]
     light = (1.0 + 0.15 * (rows / H - 0.5)).astype(np.float32)
     img = colours[label]
     img *= light[..., None]
     img += term[..., None]
     np.clip(img, 0, 255, out=img)
     return img.astype(np.uint8), label
+
+
+def label_map_counts(label: np.ndarray) -> list[np.ndarray]:
+    """COCO run lengths (column-major, background first) of every id 0..max of a label map.
+
+    One pass over the map for all entities instead of one full-size mask per entity.
+    """
+    H, W = label.shape
+    flat = np.ascontiguousarray(label.T).ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [flat.size]))
+    values = flat[starts]
+    out = []
+    for k in range(int(label.max()) + 1):
+        sel = values == k
+        s, e = starts[sel], ends[sel]
+        if s.size == 0:
+            out.append(np.array([H * W], dtype=np.int64))
+            continue
+        counts = np.empty(2 * s.size + 1, dtype=np.int64)
+        counts[0] = s[0]
+        counts[1:-1:2] = e - s
+        counts[2:-1:2] = s[1:] - e[:-1]
+        counts[-1] = flat.size - e[-1]
+        out.append(counts)
+    return out
 
 
 def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
@@ -243,21 +267,18 @@ def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
     file_name = f"{split}/{split}_{index:05d}.jpg"
     Image.fromarray(img).save(Path(out_dir) / file_name, quality=spec.jpeg_quality)
     image_id = index + 1
-    flat = np.asfortranarray(label)
     anns = []
-    for k in range(int(label.max()) + 1):
-        m = np.asfortranarray((flat == k).astype(np.uint8))
-        rle = mask_util.encode(m)
-        area = int(mask_util.area(rle))
+    for counts in label_map_counts(label):
+        rle = mask_util.frPyObjects({"size": [H, W], "counts": counts.tolist()}, H, W)
+        area = int(counts[1::2].sum())
         if area == 0:
             continue
-        bbox = [float(v) for v in mask_util.toBbox(rle)]
         anns.append(
             {
                 "image_id": image_id,
                 "segmentation": {"size": [H, W], "counts": rle["counts"].decode("ascii")},
                 "area": area,
-                "bbox": bbox,
+                "bbox": [float(v) for v in mask_util.toBbox(rle)],
                 "iscrowd": 0,
                 "category_id": 1,
             }

@@ -36,6 +36,19 @@ def resize_shortest_edge_size(
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
+def _crop_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """(w, h) of a crop: ``int(ratio * side)`` per side (official).
+
+    For ratio >= 0.5 a side is raised to ``ceil(side / 2)`` when truncation would fall below
+    it (only ratio 0.5 with an odd side, or sides under 5 px): two crops then still cover the
+    image without a 1-pixel seam. For the official 0.7 this never changes a size.
+    """
+    cw, ch = max(int(ratio * width), 1), max(int(ratio * height), 1)
+    if ratio >= 0.5:
+        cw, ch = max(cw, (width + 1) // 2), max(ch, (height + 1) // 2)
+    return cw, ch
+
+
 def _starts(size: int, crop: int, stride: int) -> list[int]:
     starts: list[int] = []
     s = 0
@@ -55,15 +68,16 @@ def corner_crop_boxes(
 ) -> list[Box]:
     """The official fixed crop boxes ``(x0, y0, x1, y1)``, row-major from the top-left.
 
-    Crop size is ``int(ratio*W) x int(ratio*H)`` (ratio is per side). Start positions step by
-    ``int(stride_ratio*side)`` and the last one is clamped so the crop ends at the border; with the
-    defaults that gives 4 crops: top-left, top-right, bottom-left, bottom-right.
+    Crop size is ``int(ratio*W) x int(ratio*H)`` (ratio is per side; see ``_crop_size``).
+    Start positions step by ``int(stride_ratio*side)`` and the last one is clamped so the crop
+    ends at the border; with the defaults that gives 4 crops: top-left, top-right, bottom-left,
+    bottom-right.
     """
     if not 0.0 < ratio <= 1.0:
         raise ValueError(f"crop ratio must be in (0, 1], got {ratio}")
     if stride_ratio <= 0.0:
         raise ValueError(f"crop stride_ratio must be > 0, got {stride_ratio}")
-    cw, ch = max(int(ratio * width), 1), max(int(ratio * height), 1)
+    cw, ch = _crop_size(height, width, ratio)
     sx, sy = max(int(stride_ratio * width), 1), max(int(stride_ratio * height), 1)
     return [(x, y, x + cw, y + ch) for y in _starts(height, ch, sy) for x in _starts(width, cw, sx)]
 
@@ -74,7 +88,7 @@ def grid8_crop_boxes(height: int, width: int, ratio: float = 0.7) -> list[Box]:
     Order: top-left, top-centre, top-right, middle-left, middle-right, bottom-left,
     bottom-centre, bottom-right. Not in the official code (an extension for ablations).
     """
-    cw, ch = max(int(ratio * width), 1), max(int(ratio * height), 1)
+    cw, ch = _crop_size(height, width, ratio)
     xs = [0, (width - cw) // 2, width - cw]
     ys = [0, (height - ch) // 2, height - ch]
     return [
@@ -100,7 +114,7 @@ def crop_boxes(
 
 def random_crop_box(height: int, width: int, ratio: float, rng: np.random.Generator) -> Box:
     """A crop of the fixed size at a uniformly random position (paper Table 9b ablation)."""
-    cw, ch = max(int(ratio * width), 1), max(int(ratio * height), 1)
+    cw, ch = _crop_size(height, width, ratio)
     x = int(rng.integers(0, width - cw + 1))
     y = int(rng.integers(0, height - ch + 1))
     return (x, y, x + cw, y + ch)
