@@ -1,0 +1,189 @@
+"""Predict entities on any image (any size or aspect ratio) with a trained network.
+
+The image is turned into the official evaluation views (full view resized to ``short_side`` /
+``max_size`` plus fixed corner crops), run through the network in one batch and fused back at the
+image's original resolution by the fusion (``MultiViewFusion``), whose query chunking bounds the
+memory for very large images (e.g. 15000 px panoramas).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cropformer.schema import Batch, EntityPrediction, Outputs
+
+PRECISIONS = {
+    "32": None,
+    "32-true": None,
+    "bf16": torch.bfloat16,
+    "bf16-mixed": torch.bfloat16,
+    "16": torch.float16,
+    "16-mixed": torch.float16,
+}
+
+
+def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Bring an image to (H, W, 3) uint8 RGB: grayscale is repeated, an alpha channel dropped.
+
+    Shape: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (H, W, 3).
+    """
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(
+            f"expected an (H, W), (H, W, 3) or (H, W, 4) image array, got shape {arr.shape}; "
+            "channel-first tensors must be permuted to (H, W, C)"
+        )
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image has no pixels: shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0  # 0..1 floats
+        arr = np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8)
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    return np.ascontiguousarray(arr)
+
+
+class EntityPredictor:
+    """Image(s) in, ``EntityPrediction`` out, at each image's original resolution.
+
+    Args:
+        net: the network, called as ``net(images, num_views=T, view_sizes=...) -> Outputs``
+            (``CropFormer``; Mask2Former mode when it has no batch-level pass).
+        fusion: ``fusion(outputs, batch) -> list[EntityPrediction]`` (``MultiViewFusion``).
+        short_side, max_size: full-view (and crop-view) test size (official 800 / 1333).
+        num_crops: crops per image (official 4); 0 = full view only.
+        crop_ratio, stride_ratio: crop geometry (official 0.7 / 0.6).
+        crop_mode: ``fixed`` (4 corners), ``fixed8`` or ``none``.
+        crop_max_size: long-side cap of crop views (official MAX_SIZE_TRAIN; None = ``max_size``).
+        device: where the network runs (``"cpu"``, ``"cuda"``, ``"auto"``).
+        precision: ``"32"``, ``"bf16"`` or ``"16"`` (autocast for the network only; the fusion
+            always works in float32).
+        view_builder: builds the views of one image (default
+            ``cropformer.data.views.build_eval_views``); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        fusion: Callable[[Outputs, Batch], list[EntityPrediction]],
+        *,
+        short_side: int = 800,
+        max_size: int = 1333,
+        num_crops: int = 4,
+        crop_ratio: float = 0.7,
+        stride_ratio: float = 0.6,
+        crop_mode: str = "fixed",
+        crop_max_size: int | None = None,
+        device: str | torch.device = "cpu",
+        precision: str = "32",
+        view_builder: Callable[..., dict[str, Any]] | None = None,
+    ) -> None:
+        if short_side < 1 or max_size < short_side:
+            raise ValueError(
+                f"need 1 <= short_side <= max_size, got short_side={short_side}, "
+                f"max_size={max_size}"
+            )
+        if num_crops < 0:
+            raise ValueError(f"num_crops={num_crops} must be >= 0")
+        if not 0.0 < crop_ratio <= 1.0:
+            raise ValueError(f"crop_ratio={crop_ratio} must lie in (0, 1]")
+        if str(precision) not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {sorted(PRECISIONS)}")
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.net = net.to(device).eval()
+        self.fusion = fusion
+        self.short_side = int(short_side)
+        self.max_size = int(max_size)
+        self.num_crops = int(num_crops)
+        self.crop_ratio = float(crop_ratio)
+        self.stride_ratio = float(stride_ratio)
+        self.crop_mode = crop_mode if num_crops > 0 else "none"
+        self.crop_max_size = crop_max_size
+        self.device = torch.device(device)
+        self.precision = str(precision)
+        if view_builder is None:
+            from cropformer.data.views import build_eval_views
+
+            view_builder = build_eval_views
+        self.view_builder = view_builder
+
+    def views(self, image: np.ndarray) -> dict[str, Any]:
+        """The evaluation views of one (H, W, 3) uint8 image (images, boxes, view_sizes)."""
+        return self.view_builder(
+            image,
+            short_side=self.short_side,
+            max_size=self.max_size,
+            crop_ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            num_crops=self.num_crops,
+            crop_mode=self.crop_mode,
+            crop_max_size=self.crop_max_size,
+        )
+
+    def make_batch(self, images: Sequence[np.ndarray]) -> Batch:
+        """Collate the views of several images into one Batch (image ids 0..B-1)."""
+        from cropformer.data.collate import collate
+
+        samples = []
+        for i, image in enumerate(images):
+            v = self.views(image)
+            samples.append(
+                {
+                    "views": v["images"],
+                    "boxes": v["boxes"],
+                    "orig_size": image.shape[:2],
+                    "image_id": i,
+                    "file_name": f"<image {i}>",
+                }
+            )
+        return collate(samples)
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[EntityPrediction]:
+        """Predict the entities of several images in one forward pass.
+
+        Shape: each image (H_i, W_i, 3) uint8 (grayscale and RGBA accepted); returns id maps of
+        shape (H_i, W_i).
+        """
+        if len(images) == 0:
+            return []
+        rgb = [as_rgb_uint8(im) for im in images]
+        batch = self.make_batch(rgb)
+        num_views = int(batch["boxes"].shape[1])
+        with self._autocast():
+            outputs = self.net(
+                batch["images"].to(self.device),
+                num_views=num_views,
+                view_sizes=batch["view_sizes"].to(self.device),
+            )
+        return self.fusion(outputs, batch)
+
+    def predict(self, image: np.ndarray | torch.Tensor) -> EntityPrediction:
+        """Predict the entities of one image (any size or aspect ratio)."""
+        return self.predict_batch([image])[0]
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``batch_size`` items (the last one may be shorter)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]

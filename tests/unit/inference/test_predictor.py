@@ -1,0 +1,151 @@
+"""EntityPredictor: any image size/aspect in, EntityPrediction at original resolution out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cropformer.inference.fusion import MultiViewFusion
+from cropformer.inference.predictor import EntityPredictor, as_rgb_uint8, iter_batches
+
+
+class FakeNet(nn.Module):
+    """Outputs-shaped predictions: query q is 'bright' where the view's red channel > 128 and q
+    is even; batch-level pass present unless ``mask2former``."""
+
+    def __init__(self, num_queries: int = 6, mask2former: bool = False) -> None:
+        super().__init__()
+        self.num_queries = num_queries
+        self.mask2former = mask2former
+        self.scale = nn.Parameter(torch.ones(()))
+        self.calls: list[tuple] = []
+
+    def forward(self, images, num_views=1, view_sizes=None):
+        N, _, H, W = images.shape
+        self.calls.append((tuple(images.shape), num_views, view_sizes.clone()))
+        Q = self.num_queries
+        red = images[:, 0].float()[:, None, ::4, ::4]  # (N, 1, H/4, W/4)
+        sign = torch.tensor([1.0 if q % 2 == 0 else -1.0 for q in range(Q)]).view(1, Q, 1, 1)
+        masks = self.scale * sign * (red - 128.0) / 16.0  # (N, Q, h, w)
+        logits = torch.stack([torch.linspace(2, -1, Q), torch.zeros(Q)], -1).expand(N, Q, 2)
+        out = {"image_level": {"pred_logits": logits, "pred_masks": masks, "aux_outputs": []}}
+        if not self.mask2former:
+            B = N // num_views
+            bm = masks.view(B, num_views, Q, *masks.shape[-2:]).transpose(1, 2)
+            out["batch_level"] = {
+                "pred_logits": logits.view(B, num_views, Q, 2)[:, 0],
+                "pred_masks": bm,
+                "aux_outputs": [],
+            }
+        return out
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 100, size=(h, w, 3), dtype=np.uint8)
+    img[h // 4 : h // 2, w // 3 : (2 * w) // 3, 0] = 250  # one bright-red rectangle
+    return img
+
+
+def _predictor(**kw) -> EntityPredictor:
+    kw.setdefault("short_side", 64)
+    kw.setdefault("max_size", 128)
+    return EntityPredictor(FakeNet(), MultiViewFusion(), **kw)
+
+
+@pytest.mark.parametrize(("h", "w"), [(120, 90), (20, 30), (9, 7), (40, 600)])
+def test_any_size_gives_original_resolution(h, w):
+    pred = _predictor().predict(_image(h, w))
+    assert pred["id_map"].shape == (h, w)
+    assert pred["id_map"].dtype == torch.int32
+    assert pred["scores"].shape == pred["query_indices"].shape == (6,)
+
+
+def test_views_and_forward_shapes():
+    p = _predictor(num_crops=4)
+    p.predict(_image(120, 90))
+    shape, T, view_sizes = p.net.calls[-1]
+    assert T == 5 and shape[0] == 5 and shape[2] % 32 == 0 and shape[3] % 32 == 0
+    assert view_sizes.shape == (5, 2) and int(view_sizes[0].min()) == 64
+    p0 = _predictor(num_crops=0)
+    p0.predict(_image(120, 90))
+    assert p0.net.calls[-1][1] == 1
+
+
+def test_red_rectangle_is_found_where_it_is():
+    img = _image(160, 200)
+    pred = _predictor().predict(img)
+    # query 0 (most probable) is bright on red, query 1 on everything else
+    k0 = pred["query_indices"].tolist().index(0)
+    k1 = pred["query_indices"].tolist().index(1)
+    assert (pred["id_map"][42:78, 70:130] == k0).all()
+    assert (pred["id_map"][100:, :] == k1).all()
+
+
+def test_predict_batch_equals_single_predictions():
+    p = _predictor()
+    imgs = [_image(120, 90, 1), _image(70, 140, 2)]
+    batch = p.predict_batch(imgs)
+    for img, pb in zip(imgs, batch):
+        ps = p.predict(img)
+        assert pb["id_map"].shape == img.shape[:2]
+        # padding differs between the two runs: allow a few boundary pixels
+        assert (pb["id_map"] != ps["id_map"]).float().mean() < 0.01
+    assert p.predict_batch([]) == []
+
+
+def test_panorama_fuses_at_original_resolution_with_bounded_chunks():
+    fusion = MultiViewFusion(chunk_memory_mb=8)
+    p = EntityPredictor(FakeNet(), fusion, short_side=32, max_size=256)
+    pred = p.predict(_image(120, 3000))
+    assert pred["id_map"].shape == (120, 3000)
+
+
+def test_mask2former_mode_and_bf16():
+    p = EntityPredictor(
+        FakeNet(mask2former=True),
+        MultiViewFusion(),
+        short_side=64,
+        max_size=128,
+        num_crops=0,
+        precision="bf16",
+    )
+    pred = p.predict(_image(64, 80))
+    assert pred["id_map"].shape == (64, 80)
+    assert pred["scores"].dtype == torch.float32
+
+
+def test_input_conversion():
+    rgba = np.zeros((5, 6, 4), dtype=np.uint8)
+    assert as_rgb_uint8(rgba).shape == (5, 6, 3)
+    assert as_rgb_uint8(np.zeros((5, 6), dtype=np.uint8)).shape == (5, 6, 3)
+    f = as_rgb_uint8(np.full((2, 2, 3), 1.0, dtype=np.float32))
+    assert f.dtype == np.uint8 and f.max() == 255
+    with pytest.raises(ValueError, match="image array"):
+        as_rgb_uint8(np.zeros((3, 5, 6)))
+    with pytest.raises(ValueError, match="no pixels"):
+        as_rgb_uint8(np.zeros((0, 5, 3), dtype=np.uint8))
+    assert _predictor().predict(rgba.repeat(8, 0).repeat(8, 1))["id_map"].shape == (40, 48)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"short_side": 0}, "short_side"),
+        ({"short_side": 200, "max_size": 100}, "short_side"),
+        ({"num_crops": -1}, "num_crops"),
+        ({"crop_ratio": 1.5}, "crop_ratio"),
+        ({"precision": "64"}, "precision"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EntityPredictor(FakeNet(), MultiViewFusion(), **kwargs)
+
+
+def test_iter_batches():
+    assert [list(b) for b in iter_batches([1, 2, 3], 2)] == [[1, 2], [3]]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(iter_batches([1], 0))
