@@ -106,7 +106,8 @@ class CropFormerCriterion(nn.Module):
         single_pass_weight: factor on the unsuffixed terms of Mask2Former mode (official 1.0).
         deep_supervision: also supervise the earlier decoder predictions (official True).
         num_predictions: supervised predictions per pass (official DEC_LAYERS, 10); only used to
-            list ``weight_dict``; ``total`` accepts any number of layers.
+            list ``weight_dict`` (which also grows to the most predictions seen in a call);
+            ``total`` accepts any number of layers.
 
     Randomness: all uniform points come from ``point_source`` (``set_point_source``); setting
     ``mask_point_sampler`` (``(R, 1, h, w) logits -> (R, P, 2) points``) replaces the importance
@@ -165,6 +166,7 @@ class CropFormerCriterion(nn.Module):
         }
         self.deep_supervision = bool(deep_supervision)
         self.num_predictions = int(num_predictions)
+        self._most_predictions_seen = 0
         # Not persistent: checkpoints hold the model, the weights come from the config.
         self.register_buffer(
             "class_weights", torch.tensor([1.0, float(no_object_weight)]), persistent=False
@@ -197,7 +199,7 @@ class CropFormerCriterion(nn.Module):
         """Total weight of every key this criterion can produce (``num_predictions`` layers)."""
         weights = {}
         for suffix in ("_2d", "_3d", ""):
-            for i in range(self.num_predictions):
+            for i in range(max(self.num_predictions, self._most_predictions_seen)):
                 layer = "" if i == 0 else f"_{i - 1}"
                 for term in ("ce", "mask", "dice"):
                     key = f"loss_{term}{layer}{suffix}"
@@ -291,6 +293,7 @@ class CropFormerCriterion(nn.Module):
         ]
         if self.deep_supervision:
             predictions += list(outputs.get("aux_outputs", []))
+        self._most_predictions_seen = max(self._most_predictions_seen, len(predictions))
         losses: dict[str, Tensor] = {}
         all_indices = []
         # Official order (it fixes the order of the random draws): final first, then aux 0, 1, ..

@@ -115,10 +115,11 @@ class HungarianMatcher(nn.Module):
                 + self.cost_class * (-probs[:, None])
                 + self.cost_dice * pairwise_dice_cost(pred_points, tgt_points)
             )
-        cost = torch.nan_to_num(
-            cost, nan=self.max_cost, posinf=self.max_cost, neginf=-self.max_cost
-        )
-        return cost.clamp(-self.max_cost, self.max_cost)
+        # parity: the official matcher hands non-finite costs to scipy, which raises; here they
+        # become the largest cost (matched only if nothing else can be). Finite costs unchanged.
+        big = self.max_cost
+        cost = torch.nan_to_num(cost, nan=big, posinf=big, neginf=big)
+        return cost.clamp(-big, big)
 
     @torch.no_grad()
     def forward(

@@ -114,30 +114,48 @@ def point_sample(inputs: Tensor, coords: Tensor) -> Tensor:
     return F.grid_sample(inputs, grid.to(inputs.dtype), align_corners=False).squeeze(3)
 
 
-def sample_masks_at_points(masks: Tensor, coords: Tensor, chunk_size: int = 16) -> Tensor:
-    """Samples (boolean) ground-truth masks at points, a few rows at a time.
+def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
+    """Bilinear samples of ground-truth masks at points, without converting them to float.
 
-    Full-resolution targets are kept boolean; converting all of them to float at once would
-    cost 4 bytes per pixel per mask, so rows are converted in chunks.
+    Gathers the 4 neighbours of every point from the (boolean) masks and blends them with the
+    same weights as ``grid_sample(..., align_corners=False)`` with zero padding (equal up to
+    float rounding of the coordinates, ~1 ulp of the pixel position): converting all
+    full-resolution targets to float for every prediction layer would cost 4 bytes per pixel
+    per mask and dominate the criterion's memory traffic.
 
     Args:
-        masks: (R, C, H, W) bool or float masks.
+        masks: (R, C, H, W) bool (or float) masks.
         coords: (R, P, 2) points, or (1, P, 2) shared by all rows.
-        chunk_size: rows converted to float at once.
 
     Returns:
         (R, C, P) float32 samples (fractional near edges).
     """
-    rows = masks.shape[0]
-    out = []
-    for start in range(0, rows, chunk_size):
-        part = masks[start : start + chunk_size].float()
-        part_coords = coords if coords.shape[0] != rows else coords[start : start + chunk_size]
-        part_coords = part_coords.float().expand(part.shape[0], -1, -1)
-        out.append(point_sample(part, part_coords))
-    if not out:
-        return masks.new_zeros((0, masks.shape[1], coords.shape[1]), dtype=torch.float32)
-    return torch.cat(out)
+    rows, channels, height, width = masks.shape
+    num_points = coords.shape[1]
+    if rows == 0:
+        return torch.zeros((0, channels, num_points), dtype=torch.float32, device=masks.device)
+    grid = 2.0 * coords.float() - 1.0
+    # grid_sample's unnormalisation for align_corners=False (as its CPU kernel writes it)
+    x = (grid[..., 0] + 1) * (width / 2) - 0.5  # (R or 1, P)
+    y = (grid[..., 1] + 1) * (height / 2) - 0.5
+    x0, y0 = torch.floor(x), torch.floor(y)
+    x1, y1 = x0 + 1, y0 + 1
+    flat = masks.reshape(rows, channels, height * width)
+    out = torch.zeros((rows, channels, num_points), dtype=torch.float32, device=masks.device)
+    corners = (
+        (x0, y0, (x1 - x) * (y1 - y)),
+        (x1, y0, (x - x0) * (y1 - y)),
+        (x0, y1, (x1 - x) * (y - y0)),
+        (x1, y1, (x - x0) * (y - y0)),
+    )
+    for cx, cy, weight in corners:
+        inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+        # integer arithmetic: float32 indices are inexact beyond 2^24 pixels
+        index = cy.clamp(0, height - 1).long() * width + cx.clamp(0, width - 1).long()
+        index = index[:, None, :].expand(rows, channels, num_points)
+        values = torch.gather(flat, 2, index).float()
+        out += values * (weight * inside)[:, None, :]
+    return out
 
 
 def uncertain_point_coords(

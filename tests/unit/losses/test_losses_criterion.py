@@ -35,7 +35,8 @@ def _outputs(batch: int, views: int, layers: int = 3, queries: int = 8, batch_le
 
 @pytest.mark.parametrize("layers", [1, 4])
 def test_keys_follow_the_official_names_and_count(layers: int) -> None:
-    losses = _criterion()(_outputs(2, 2, layers), make_targets([3, 2], 2, SIZE, seed=0))
+    criterion = _criterion(num_predictions=2)
+    losses = criterion(_outputs(2, 2, layers), make_targets([3, 2], 2, SIZE, seed=0))
     assert len(losses) == 3 * layers * 2
     expected = {
         f"loss_{term}{'' if i == 0 else f'_{i - 1}'}{suffix}"
@@ -44,6 +45,7 @@ def test_keys_follow_the_official_names_and_count(layers: int) -> None:
         for suffix in ("_2d", "_3d")
     }
     assert set(losses) == expected
+    assert set(losses) <= set(criterion.weight_dict)
     assert all(v.dim() == 0 and v.dtype == torch.float32 for v in losses.values())
     assert all(bool(torch.isfinite(v)) for v in losses.values())
 

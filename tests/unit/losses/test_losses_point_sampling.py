@@ -1,4 +1,4 @@
-"""Point sampling: bilinear samples, chunked target sampling, importance sampling, point sources."""
+"""Point sampling: bilinear samples, gathered mask samples, importance sampling, point sources."""
 
 from __future__ import annotations
 
@@ -32,16 +32,19 @@ def test_point_sample_is_zero_padded_outside() -> None:
 
 
 @pytest.mark.parametrize("shared", [True, False])
-def test_sample_masks_in_chunks_equals_one_grid_sample(shared: bool) -> None:
+def test_gathered_mask_samples_equal_grid_sample(shared: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     masks = torch.rand(11, 2, 16, 24, generator=gen) > 0.5
-    coords = torch.rand(1 if shared else 11, 50, 2, generator=gen)
-    out = sample_masks_at_points(masks, coords, chunk_size=4)
+    coords = torch.rand(1 if shared else 11, 500, 2, generator=gen)
+    coords[0, :4] = torch.tensor([[0.0, 0.0], [0.999, 0.999], [0.01, 0.5], [0.5, 0.99]])  # borders
+    out = sample_masks_at_points(masks, coords)
     grid = (2 * coords - 1).unsqueeze(2).expand(11, -1, -1, -1)
     ref = F.grid_sample(masks.float(), grid, align_corners=False).squeeze(3)
-    assert out.shape == (11, 2, 50)
+    assert out.shape == (11, 2, 500)
     assert out.dtype == torch.float32
-    torch.testing.assert_close(out, ref, atol=0, rtol=0)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+    float_out = sample_masks_at_points(masks.float(), coords)
+    torch.testing.assert_close(float_out, out, atol=0, rtol=0)
 
 
 def test_sample_masks_of_no_rows_is_empty() -> None:
