@@ -233,6 +233,35 @@ def segmentation_counts(
     )
 
 
+def label_map_counts(label: np.ndarray) -> list[np.ndarray]:
+    """COCO run lengths (column-major, background first) of every id 0..max of a label map.
+
+    Shape: label (H, W) non-negative ints; returns max+1 arrays (entity k = ``label == k``).
+
+    One pass over the map for all entities instead of one full-size mask per entity.
+    """
+    H, W = label.shape
+    flat = np.ascontiguousarray(label.T).ravel()
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [flat.size]))
+    values = flat[starts]
+    out = []
+    for k in range(int(label.max()) + 1):
+        sel = values == k
+        s, e = starts[sel], ends[sel]
+        if s.size == 0:
+            out.append(np.array([H * W], dtype=np.int64))
+            continue
+        counts = np.empty(2 * s.size + 1, dtype=np.int64)
+        counts[0] = s[0]
+        counts[1:-1:2] = e - s
+        counts[2:-1:2] = s[1:] - e[:-1]
+        counts[-1] = flat.size - e[-1]
+        out.append(counts)
+    return out
+
+
 def encode_mask(mask: np.ndarray) -> dict[str, Any]:
     """Compressed COCO RLE of a boolean (H, W) mask, ``counts`` as str (json-ready)."""
     from pycocotools import mask as mask_util
@@ -355,7 +384,12 @@ def label_source_for(record: Any, entities: Sequence[Any]) -> LabelSource:
     if record.id_map_path is not None:
         from cropformer.data.formats.id_maps import read_id_map
 
-        ids = read_id_map(record.id_map_path, record.id_map_encoding, expected_size=(h, w))
+        ids = read_id_map(
+            record.id_map_path,
+            record.id_map_encoding,
+            expected_size=(h, w),
+            semantic_path=record.semantic_path,
+        )
         seg_ids = np.array([e.segment_id for e in entities], dtype=np.int64)
         lm = np.full(ids.shape, -1, dtype=np.int16 if len(entities) < 32000 else np.int32)
         if seg_ids.size:

@@ -45,6 +45,8 @@ class Record:
         id_map_encoding: how ``id_map_path`` encodes ids: ``"coco_panoptic"`` (R + 256 G +
             256^2 B), ``"ade_instance"`` (ADEChallengeData2016 ``annotations_instance``: G channel
             = instance), ``"ade_full"`` (full ADE20K ``*_seg.png``: B channel = instance).
+        semantic_path: ADEChallengeData2016 class map whose non-instance classes become stuff
+            entities (``ade_instance`` only).
         source: the annotation file (for error messages).
     """
 
@@ -56,6 +58,7 @@ class Record:
     entities: list[Entity] = field(default_factory=list)
     id_map_path: str | None = None
     id_map_encoding: str | None = None
+    semantic_path: str | None = None
     source: str = ""
 
     def non_crowd(self) -> list[Entity]:

@@ -230,35 +230,10 @@ def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, 
     return img.astype(np.uint8), label
 
 
-def label_map_counts(label: np.ndarray) -> list[np.ndarray]:
-    """COCO run lengths (column-major, background first) of every id 0..max of a label map.
-
-    One pass over the map for all entities instead of one full-size mask per entity.
-    """
-    H, W = label.shape
-    flat = np.ascontiguousarray(label.T).ravel()
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [flat.size]))
-    values = flat[starts]
-    out = []
-    for k in range(int(label.max()) + 1):
-        sel = values == k
-        s, e = starts[sel], ends[sel]
-        if s.size == 0:
-            out.append(np.array([H * W], dtype=np.int64))
-            continue
-        counts = np.empty(2 * s.size + 1, dtype=np.int64)
-        counts[0] = s[0]
-        counts[1:-1:2] = e - s
-        counts[2:-1:2] = s[1:] - e[:-1]
-        counts[-1] = flat.size - e[-1]
-        out.append(counts)
-    return out
-
-
 def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
     from pycocotools import mask as mask_util
+
+    from cropformer.data.decode import label_map_counts
 
     spec, split, index, out_dir = args
     split_id = 0 if split == "train" else 1

@@ -13,13 +13,19 @@ ENCODINGS = ("coco_panoptic", "ade_instance", "ade_full")
 
 
 def read_id_map(
-    path: str | os.PathLike[str], encoding: str | None, *, expected_size: tuple[int, int] | None
+    path: str | os.PathLike[str],
+    encoding: str | None,
+    *,
+    expected_size: tuple[int, int] | None,
+    semantic_path: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
     """Read an id-map PNG as (H, W) int64 segment ids, 0 = void / unlabeled.
 
     - ``coco_panoptic``: id = R + 256 G + 256^2 B.
-    - ``ade_instance`` (ADEChallengeData2016 ``annotations_instance``): R = class, G = instance;
-      id = 256 R + G for G > 0 (instance ids are only unique together with the class).
+    - ``ade_instance`` (ADEChallengeData2016 ``annotations_instance``): R = class, G = instance
+      id, unique within the image regardless of class; id = G. With ``semantic_path`` (the
+      ``annotations/`` class map), pixels outside every instance get id ``1000 + class`` for
+      class > 0, so stuff regions become entities too (one per class).
     - ``ade_full`` (full ADE20K ``*_seg.png``): class = R/10*256 + G, instance = B; id = B.
     """
     if encoding not in ENCODINGS:
@@ -40,5 +46,13 @@ def read_id_map(
     if encoding == "coco_panoptic":
         return r + 256 * g + 65536 * b
     if encoding == "ade_instance":
-        return np.where(g > 0, 256 * r + g, 0)
+        ids = g.copy()
+        if semantic_path is not None:
+            with Image.open(semantic_path) as im:
+                sem = np.asarray(im, dtype=np.int64)
+            if sem.shape != ids.shape:
+                raise SampleError(f"semantic map {semantic_path} size differs from {path}")
+            stuff = (ids == 0) & (sem > 0)
+            ids[stuff] = 1000 + sem[stuff]
+        return ids
     return b
