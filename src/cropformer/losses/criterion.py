@@ -265,6 +265,11 @@ class CropFormerCriterion(nn.Module):
             if key not in target:
                 raise ValueError(f"CropFormerCriterion: targets[{b}] has no {key!r} entry")
         masks, valid = target["masks"], target["valid"]
+        if masks.dtype != torch.bool:
+            raise ValueError(
+                f"CropFormerCriterion: targets[{b}]['masks'] has dtype {masks.dtype}, expected "
+                "torch.bool (binary entity masks, see schema.EntityTarget)"
+            )
         if masks.dim() != 4 or masks.shape[1] != num_views:
             raise ValueError(
                 f"CropFormerCriterion: targets[{b}]['masks'] has shape {tuple(masks.shape)}, "

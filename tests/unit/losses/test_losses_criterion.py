@@ -263,6 +263,8 @@ def test_bad_inputs_raise_clear_errors() -> None:
         criterion(outputs, [{"masks": t["masks"][:, :1], "valid": t["valid"]} for t in targets])
     with pytest.raises(ValueError, match="'valid'"):
         criterion(outputs, [{"masks": t["masks"], "valid": t["valid"].long()} for t in targets])
+    with pytest.raises(ValueError, match="torch.bool"):
+        criterion(outputs, [{"masks": t["masks"].float(), "valid": t["valid"]} for t in targets])
     with pytest.raises(ValueError, match="no 'masks'"):
         criterion(outputs, [{"valid": t["valid"]} for t in targets])
     bad = _outputs(2, 2, layers=1)
