@@ -116,8 +116,8 @@ class TimmBackbone(nn.Module):
             kwargs.setdefault("strict_img_size", False)
             if swin_official_windows:
                 kwargs.setdefault("always_partition", True)
-        if drop_path_rate:
-            kwargs["drop_path_rate"] = drop_path_rate
+        # always passed: timm's own defaults differ per model (Swin: 0.1)
+        kwargs.setdefault("drop_path_rate", drop_path_rate)
         if pretrained:
             if checkpoint_path is None:
                 raise ValueError(

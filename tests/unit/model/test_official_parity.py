@@ -105,3 +105,15 @@ def test_both_passes_match_official(model, eval_data, from_uint8: bool) -> None:
         assert len(aux) == len(ref["aux_pred_logits"])
         for a, b in zip(aux, ref["aux_pred_logits"]):
             torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("key", ["hidden64_T2", "hidden64_T5", "hidden256_T2", "hidden256_T5"])
+def test_position_codes_match_official(key: str) -> None:
+    from cropformer.model.position_encoding import sine_position_2d, view_position_code
+
+    ref = _load("position_codes.pth")[key]
+    t, c, h, w = ref["pos2d"].shape
+    pos2d = sine_position_2d(h, w, c // 2)
+    torch.testing.assert_close(pos2d[None].expand(t, c, h, w), ref["pos2d"], atol=1e-6, rtol=0)
+    pos3d = pos2d[None] + view_position_code(t, c)[:, :, None, None]
+    torch.testing.assert_close(pos3d[None], ref["pos3d"], atol=1e-6, rtol=0)

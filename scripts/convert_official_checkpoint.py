@@ -1,0 +1,132 @@
+"""Convert an official detectron2 CropFormer / Mask2Former checkpoint to this package.
+
+Usage:
+    python scripts/convert_official_checkpoint.py IN.pth OUT.pt [--model cropformer_swinl]
+        [--official-config config.yaml] [--prefix net.] [overrides ...]
+
+The network the weights must fit is, in this order: built from ``--official-config`` (a resolved
+official yacs config); or composed from ``conf/`` with ``model=<--model>`` and the extra Hydra
+overrides; or guessed from the keys (R50 / Swin-T / Swin-L, CropFormer if the association module
+is present, query count from ``query_feat``). The converted weights are loaded with
+``strict=True``; official keys that no rule maps are listed. OUT holds
+``{"state_dict": ..., "model": name, "source": IN, "unmapped": [...]}`` (keys of
+``CropFormer``; ``--prefix net.`` gives the LightningModule's keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from cropformer.model.convert import build_from_official_config, convert_official_state_dict
+
+
+def _load(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"input checkpoint {path} does not exist")
+    if path.suffix == ".pkl":  # detectron2 model-zoo pickles (numpy arrays); trusted files only
+        with path.open("rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    else:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a state dict (got {type(data).__name__})")
+    return data
+
+
+def _guess_model(sd: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
+    kind = "cropformer" if any(".make_3d." in k for k in sd) else "mask2former"
+    if "backbone.stem.conv1.weight" in sd:
+        backbone = "r50"
+    elif "backbone.patch_embed.proj.weight" in sd:
+        width = int(sd["backbone.patch_embed.proj.weight"].shape[0])
+        backbone = {96: "swint", 192: "swinl"}.get(width, "")
+        if not backbone:
+            raise ValueError(
+                f"Swin embed width {width} is neither Swin-T (96) nor Swin-L (192); pass "
+                "--official-config or --model with overrides"
+            )
+    else:
+        raise ValueError(
+            "cannot tell the backbone from the keys; pass --official-config or --model"
+        )
+    overrides = []
+    query = sd.get("sem_seg_head.predictor.query_feat.weight")
+    if query is not None:
+        overrides.append(f"model.net.decoder.num_queries={int(query.shape[0])}")
+    return f"{kind}_{backbone}", overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("input", type=Path, help="official checkpoint (.pth/.pkl)")
+    parser.add_argument("output", type=Path, help="converted weights (.pt)")
+    parser.add_argument("--model", help="our model config name, e.g. cropformer_swinl")
+    parser.add_argument("--official-config", type=Path, help="resolved official config (yaml)")
+    parser.add_argument("--prefix", default="", help="prefix for every key (e.g. 'net.')")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for --model")
+    args = parser.parse_args(argv)
+
+    try:
+        official = _load(args.input)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ours, unmapped = convert_official_state_dict(official)
+    if args.official_config is not None:
+        if not args.official_config.is_file():
+            print(
+                f"error: --official-config {args.official_config} does not exist", file=sys.stderr
+            )
+            return 2
+        cfg = yaml.safe_load(args.official_config.read_text())
+        with torch.device("meta"):  # only the key/shape check is needed: no memory, no init
+            net = build_from_official_config(cfg)
+        name = str(args.official_config)
+    else:
+        from hydra.utils import instantiate
+
+        from cropformer.utils.config import compose_config
+
+        inner = official.get("model", official)
+        if args.model:
+            name, overrides = args.model, list(args.overrides)
+        else:
+            name, overrides = _guess_model(inner)
+            overrides += list(args.overrides)
+            print(f"model guessed from the keys: {name} {' '.join(overrides)}")
+        with torch.device("meta"):
+            net = instantiate(compose_config([f"model={name}", *overrides]).model.net)
+    try:
+        result = net.load_state_dict(ours, strict=False, assign=True)
+    except RuntimeError as err:  # shape mismatches
+        print(f"error: the weights do not fit the model {name}: {err}", file=sys.stderr)
+        return 1
+    print(f"converted {len(ours)} tensors; unmapped: {len(unmapped)}")
+    for key in unmapped:
+        print(f"  unmapped official key: {key}")
+    if result.missing_keys or result.unexpected_keys:
+        for key in result.missing_keys:
+            print(f"  missing in the checkpoint: {key}", file=sys.stderr)
+        for key in result.unexpected_keys:
+            print(f"  not in our model: {key}", file=sys.stderr)
+        print("error: strict loading failed (see the keys above)", file=sys.stderr)
+        return 1
+    state = {args.prefix + k: v.contiguous() for k, v in ours.items()}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"state_dict": state, "model": name, "source": str(args.input), "unmapped": unmapped},
+        args.output,
+    )
+    print(f"loaded with strict=True; wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
