@@ -160,7 +160,7 @@ class HungarianMatcher(nn.Module):
                 f"HungarianMatcher: point_coords has {point_coords.shape[0]} images, "
                 f"expected {batch}"
             )
-        indices = []
+        costs: list[Tensor | None] = []
         for b in range(batch):
             target = target_masks[b]
             if target.dim() != 3 + view_dims or (
@@ -177,11 +177,23 @@ class HungarianMatcher(nn.Module):
             else:
                 coords = point_coords[b : b + 1]
             if target.shape[0] == 0:
+                costs.append(None)
+                continue
+            costs.append(self.cost_matrix(pred_logits[b], pred_masks[b], target, coords))
+        # One device-to-host copy for the whole batch instead of one synchronisation per image.
+        present = [c for c in costs if c is not None]
+        host = torch.cat([c.flatten() for c in present]).cpu() if present else None
+        indices = []
+        offset = 0
+        for cost in costs:
+            if cost is None or host is None:
                 empty = torch.empty(0, dtype=torch.int64)
                 indices.append((empty, empty.clone()))
                 continue
-            cost = self.cost_matrix(pred_logits[b], pred_masks[b], target, coords).cpu()
-            rows, cols = linear_sum_assignment(cost.numpy())
+            size = cost.numel()
+            matrix = host[offset : offset + size].view(cost.shape).numpy()
+            offset += size
+            rows, cols = linear_sum_assignment(matrix)
             indices.append(
                 (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
             )
