@@ -257,8 +257,21 @@ class MultiViewFusion:
         # In single-view mode the official MaskFormer paints on logits > 0: threshold the logits
         # directly (identical in exact arithmetic, avoids sigmoid rounding at 0.5).
         logit_thr = math.log(self.mask_threshold / (1.0 - self.mask_threshold))
-        for start in range(0, M, chunk):
-            q_sel = out_order[start : start + chunk]  # indices into the selected queries
+        # Exact shortcut: bilinear resizing is a convex combination, so a query whose logits are
+        # <= logit(threshold) in every used view has no fused pixel above the threshold; its
+        # output is empty with score 0 and its canvases need not be computed. At threshold 0.5
+        # the bound 0 is exact in float (sigmoid(x <= 0) <= 0.5, averages of values <= 0.5 stay
+        # <= 0.5); other thresholds keep a small margin.
+        bound = 0.0 if self.mask_threshold == 0.5 else logit_thr - 1e-3
+        peak = torch.stack(
+            [
+                m[query_ids.to(m.device)].detach().flatten(1).amax(1).to(device, torch.float32)
+                for m, _, _ in views
+            ]
+        ).amax(0)
+        live = out_order[peak[out_order] > bound]
+        for start in range(0, int(live.numel()), chunk):
+            q_sel = live[start : start + chunk]  # indices into the selected queries
             q_ids = query_ids[q_sel]
             canvas = self._fused_canvas(
                 views, boxes, full_ids, q_ids, padded_hw, (H, W), device, apply_sigmoid=not single
@@ -280,15 +293,15 @@ class MultiViewFusion:
                 win_val = torch.where(upd, canvas[j], win_val)
             del canvas, binary
 
-        valid = id_map < none_id
-        ids = id_map[valid].long()
-        area = torch.bincount(ids, minlength=M)
-        val_sum = torch.bincount(ids, weights=win_val[valid].double(), minlength=M)
-        del ids, win_val
+        # per-output area and value sum in one pass each (index none_id collects the rest)
+        flat_ids = id_map.view(-1).long()
+        area = torch.bincount(flat_ids, minlength=M + 1)[:M]
+        val_sum = torch.bincount(flat_ids, weights=win_val.view(-1).double(), minlength=M + 1)[:M]
+        del flat_ids, win_val
         mask_quality = (val_sum / (area.double() + _AREA_EPS)).float()
         scores = sel_prob[out_order] * mask_quality  # empty masks: 0
         query_indices = query_ids[out_order]
-        id_map.masked_fill_(~valid, -1)
+        id_map.masked_fill_(id_map == none_id, -1)
 
         keep = torch.ones(M, dtype=torch.bool, device=device)
         if self.drop_empty:

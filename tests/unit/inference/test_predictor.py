@@ -149,3 +149,34 @@ def test_iter_batches():
     assert [list(b) for b in iter_batches([1, 2, 3], 2)] == [[1, 2], [3]]
     with pytest.raises(ValueError, match="batch_size"):
         list(iter_batches([1], 0))
+
+
+@pytest.fixture(scope="module")
+def tiny_nets():
+    from pathlib import Path
+
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "model"
+    torch.manual_seed(0)
+    return {
+        name: instantiate(OmegaConf.load(conf / f"{name}.yaml").net)
+        for name in ("cropformer_tiny", "mask2former_tiny")
+    }
+
+
+@pytest.mark.slow  # builds two timm-backed networks (~3 s)
+@pytest.mark.parametrize(("h", "w"), [(90, 150), (20, 30), (60, 1500)])
+def test_real_tiny_models_any_size(tiny_nets, h, w):
+    img = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    p = EntityPredictor(
+        tiny_nets["cropformer_tiny"], MultiViewFusion(), short_side=64, max_size=128
+    )
+    pred = p.predict(img)
+    assert pred["id_map"].shape == (h, w)
+    assert pred["scores"].numel() == tiny_nets["cropformer_tiny"].num_queries
+    m2f = EntityPredictor(
+        tiny_nets["mask2former_tiny"], MultiViewFusion(), short_side=64, max_size=128, num_crops=0
+    )
+    assert m2f.predict(img)["id_map"].shape == (h, w)
