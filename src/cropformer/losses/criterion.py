@@ -217,9 +217,14 @@ class CropFormerCriterion(nn.Module):
     def forward(self, outputs: Outputs, targets: Sequence[EntityTarget]) -> dict[str, Tensor]:
         """Raw (unweighted) loss terms of all supervised predictions of both passes.
 
+        Shape:
+            outputs: image_level pred_logits (N, Q, 2), pred_masks (N, Q, h, w); optional
+            batch_level pred_logits (B, Q, 2), pred_masks (B, Q, T, h, w); N = B * T.
+            targets: B dicts with masks (K, T, H, W) bool and valid (K, T) bool.
+
         Args:
             outputs: ``schema.Outputs``; ``batch_level`` optional (Mask2Former mode without it).
-            targets: B ``schema.EntityTarget`` with masks (K, T, H, W) bool and valid (K, T).
+            targets: B ``schema.EntityTarget`` (T is read from N // B).
 
         Returns:
             ``{loss_ce[_i]_2d: ..., loss_mask..., loss_dice..., ..._3d}`` (scalars, fp32).

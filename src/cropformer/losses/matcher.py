@@ -131,11 +131,14 @@ class HungarianMatcher(nn.Module):
     ) -> list[tuple[Tensor, Tensor]]:
         """Matches each image's queries to its targets.
 
+        Shape:
+            pred_logits: (B, Q, 2) class logits (index 0 = entity);
+            pred_masks: (B, Q, h, w), or (B, Q, T, h, w) to match jointly over T views;
+            target_masks: B tensors (K_b, H, W), or (K_b, T, H, W) with a view axis (bool);
+            point_coords: (B, P, 2).
+
         Args:
-            pred_logits: (B, Q, 2) class logits (index 0 = entity).
-            pred_masks: (B, Q, h, w), or (B, Q, T, h, w) to match jointly over T views.
-            target_masks: B tensors (K_b, H, W), or (K_b, T, H, W) with a view axis.
-            point_coords: optional (B, P, 2) points to use instead of drawing (P may differ from
+            point_coords: optional points to use instead of drawing (P may differ from
                 ``num_points``); otherwise one (1, P, 2) draw per image from ``point_source``
                 (also for images without targets, as the official code does).
 

@@ -101,14 +101,10 @@ class ReplayPointSource:
 
 
 def point_sample(inputs: Tensor, coords: Tensor) -> Tensor:
-    """Bilinear samples of ``inputs`` at normalised points (zero outside).
+    """Bilinear samples of ``inputs`` at normalised points, (x, y) in [0, 1] (zero outside).
 
-    Args:
-        inputs: (R, C, h, w) maps (float).
-        coords: (R, P, 2) points, (x, y) in [0, 1] of the map's extent.
-
-    Returns:
-        (R, C, P) samples.
+    Shape:
+        inputs: (R, C, h, w) float maps; coords: (R, P, 2); returns (R, C, P).
     """
     grid = 2.0 * coords.unsqueeze(2) - 1.0  # (R, P, 1, 2) in grid_sample's [-1, 1]
     return F.grid_sample(inputs, grid.to(inputs.dtype), align_corners=False).squeeze(3)
@@ -123,12 +119,9 @@ def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
     full-resolution targets to float for every prediction layer would cost 4 bytes per pixel
     per mask and dominate the criterion's memory traffic.
 
-    Args:
-        masks: (R, C, H, W) bool (or float) masks.
-        coords: (R, P, 2) points, or (1, P, 2) shared by all rows.
-
-    Returns:
-        (R, C, P) float32 samples (fractional near edges).
+    Shape:
+        masks: (R, C, H, W) bool (or float); coords: (R, P, 2), or (1, P, 2) shared by all rows;
+        returns (R, C, P) float32 (fractional near edges).
     """
     rows, channels, height, width = masks.shape
     num_points = coords.shape[1]
@@ -173,15 +166,16 @@ def uncertain_point_coords(
     row's own prediction, in descending uncertainty), and appends the rest as fresh uniform points
     (two draws, kinds ``mask_loss_candidates`` then ``mask_loss_random``, as in the official code).
 
+    Shape:
+        logits: (R, 1, h, w) mask logits (detached: no gradient flows through the selection);
+        returns (R, P, 2) points in [0, 1).
+
     Args:
-        logits: (R, 1, h, w) mask logits (detached; no gradient flows through the selection).
+        logits: the mask logits of each row.
         num_points: P, points per row.
         oversample_ratio: candidates per point (>= 1).
         importance_sample_ratio: fraction of P taken from the uncertain candidates (0..1).
         point_source: the uniform draws.
-
-    Returns:
-        (R, P, 2) points in [0, 1).
     """
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
