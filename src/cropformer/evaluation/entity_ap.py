@@ -444,22 +444,29 @@ class EntityAPMetric:
         """Entity AP numbers in percent (``entity_ap``, ``entity_ap50``, ``entity_ap75``,
         ``entity_ap_s``, ``entity_ap_m``, ``entity_ap_l``, ``entity_ar100``, ``entity_ar100_50``,
         and ``boundary_ap`` when enabled). Collective under DDP: call it on every rank."""
-        gathered = self._gather()
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        rank = dist.get_rank() if distributed else 0
-        metrics: dict[str, float] | None = None
-        if not distributed or self.compute_on_all_ranks or rank == 0:
-            metrics = self._compute_local(gathered)
-        if distributed and not self.compute_on_all_ranks:
-            box: list[Any] = [metrics]
-            dist.broadcast_object_list(box, src=0)
-            metrics = box[0]
-        assert metrics is not None
-        return metrics
-
-    def _compute_local(self, gathered: dict[int, list[dict[str, Any]]]) -> dict[str, float]:
+        gathered = self._gather()  # identical on every rank
         if not gathered:
             raise ValueError("EntityAPMetric.compute() called before any update()")
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        rank = dist.get_rank() if distributed else 0
+        if not distributed or self.compute_on_all_ranks:
+            return self._compute_local(gathered)
+        # rank 0 evaluates and broadcasts; an error there is re-raised on every rank (no hang)
+        box: list[Any] = [None]
+        if rank == 0:
+            try:
+                box[0] = ("ok", self._compute_local(gathered))
+            except Exception as err:  # noqa: BLE001 - forwarded to the other ranks below
+                box[0] = ("error", f"{type(err).__name__}: {err}")
+                dist.broadcast_object_list(box, src=0)
+                raise
+        dist.broadcast_object_list(box, src=0)
+        status, payload = box[0]
+        if status != "ok":
+            raise RuntimeError(f"entity AP evaluation failed on rank 0: {payload}")
+        return dict(payload)
+
+    def _compute_local(self, gathered: dict[int, list[dict[str, Any]]]) -> dict[str, float]:
         if self._gt is None:
             self._gt = load_gt(self.gt_annotation_file)
         dets = [r for res in gathered.values() for r in res]

@@ -336,3 +336,22 @@ def test_bad_batches_raise():
     one = _as_batch([(case[0], case[1][:, :1], case[2][:1], case[3][:1], case[4], case[5])])
     with pytest.raises(ValueError, match="B-C"):
         MultiViewFusion(decoder="B-C")(*one)
+
+
+def test_queries_without_positive_logits_are_empty_with_score_zero():
+    logits, masks, vs, boxes, padded, orig = _random_case(seed=13, Q=8)
+    masks = masks.clone()
+    masks[2] = -masks[2].abs()  # never above 0.5 in any view
+    masks[5] = -masks[5].abs()
+    masks[5, 3, 2, 2] = 0.0  # max exactly at the threshold: still empty (fused <= 0.5)
+    masks[6] = -masks[6].abs()
+    masks[6, 0, 4, 4] = 8.0  # one positive cell: computed normally
+    case = (logits, masks, vs, boxes, padded, orig)
+    outputs, batch = _as_batch([case])
+    pred = MultiViewFusion()(outputs, batch)[0]
+    ref_map, ref_scores, ref_order = _naive_official(*case)
+    assert torch.equal(pred["id_map"], ref_map)
+    torch.testing.assert_close(pred["scores"], ref_scores, atol=1e-6, rtol=0)
+    for q in (2, 5):
+        k = pred["query_indices"].tolist().index(q)
+        assert pred["scores"][k] == 0 and not (pred["id_map"] == k).any()
