@@ -63,6 +63,28 @@ def _guess_model(sd: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
     return f"{kind}_{backbone}", overrides
 
 
+def _fresh_association(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Initialised association weights of a CPU copy of ``net``'s association module."""
+    import copy
+
+    module = copy.deepcopy(net.association).to_empty(device="cpu")  # type: ignore[union-attr]
+    for layer in module.modules():
+        reset = getattr(layer, "_reset_parameters", None) or getattr(
+            layer, "reset_parameters", None
+        )
+        if callable(reset):
+            reset()
+    module.apply(_xavier)
+    return {f"association.{k}": v for k, v in module.state_dict().items()}
+
+
+def _xavier(layer: torch.nn.Module) -> None:
+    # the official association layers: xavier-uniform matrices, zero attention biases
+    for p in layer.parameters(recurse=False):
+        if p.dim() > 1:
+            torch.nn.init.xavier_uniform_(p)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="official checkpoint (.pth/.pkl)")
@@ -70,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="our model config name, e.g. cropformer_swinl")
     parser.add_argument("--official-config", type=Path, help="resolved official config (yaml)")
     parser.add_argument("--prefix", default="", help="prefix for every key (e.g. 'net.')")
+    parser.add_argument(
+        "--init-association",
+        action="store_true",
+        help="allow a Mask2Former checkpoint for a CropFormer model: the association module "
+        "keeps its fresh initialisation (the official way to start CropFormer training)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for --model")
     args = parser.parse_args(argv)
 
@@ -111,8 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"converted {len(ours)} tensors; unmapped: {len(unmapped)}")
     for key in unmapped:
         print(f"  unmapped official key: {key}")
-    if result.missing_keys or result.unexpected_keys:
-        for key in result.missing_keys:
+    missing = list(result.missing_keys)
+    if args.init_association and missing and all(k.startswith("association.") for k in missing):
+        # official: a Mask2Former checkpoint loads into CropFormer; only the association is new
+        fresh = _fresh_association(net)
+        ours.update(fresh)
+        missing = []
+        print(f"association module initialised fresh ({len(fresh)} tensors)")
+    if missing or result.unexpected_keys:
+        for key in missing:
             print(f"  missing in the checkpoint: {key}", file=sys.stderr)
         for key in result.unexpected_keys:
             print(f"  not in our model: {key}", file=sys.stderr)

@@ -87,7 +87,7 @@ class CropFormer(nn.Module):
             cols = torch.arange(w, device=x.device)[None, None, :]
             vs = view_sizes.to(x.device)
             valid = (rows < vs[:, 0, None, None]) & (cols < vs[:, 1, None, None])
-            x = x * valid[:, None].to(x.dtype)
+            x = x.masked_fill(~valid[:, None], 0.0)  # +0.0 exactly, as padding gives
         return self._pad(x)
 
     def _pad(self, x: Tensor) -> Tensor:

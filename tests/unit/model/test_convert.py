@@ -116,3 +116,21 @@ def test_cli_guesses_the_model_and_fails_strictly_on_missing_keys(tmp_path, caps
     assert code == 1
     assert "guessed" in captured.out and "mask2former_r50" in captured.out
     assert "decoder.class_head.bias" in captured.err
+
+
+def test_cli_initialises_the_association_from_a_mask2former_checkpoint(tmp_path, capsys) -> None:
+    src = PARITY / "official_state_dict.pth"
+    if not src.is_file():
+        pytest.skip(f"{src} is absent (needs ../shared beside the checkout)")
+    sd = torch.load(src, weights_only=True)
+    m2f = {k: v for k, v in sd.items() if ".make_3d." not in k}
+    path = tmp_path / "m2f.pth"
+    torch.save(m2f, path)
+    cfg = ["--official-config", str(PARITY / "config_full.yaml")]
+    assert _cli()([str(path), str(tmp_path / "a.pt"), *cfg]) == 1
+    assert "association.cross_attn_layers.0.attn.in_proj_weight" in capsys.readouterr().err
+    out = tmp_path / "b.pt"
+    assert _cli()([str(path), str(out), *cfg, "--init-association"]) == 0
+    state = torch.load(out, weights_only=True)["state_dict"]
+    weight = state["association.ffn_layers.0.linear1.weight"]
+    assert weight.shape == (256, 64) and weight.abs().sum() > 0 and weight.device.type == "cpu"

@@ -117,3 +117,35 @@ def test_position_codes_match_official(key: str) -> None:
     torch.testing.assert_close(pos2d[None].expand(t, c, h, w), ref["pos2d"], atol=1e-6, rtol=0)
     pos3d = pos2d[None] + view_position_code(t, c)[:, :, None, None]
     torch.testing.assert_close(pos3d[None], ref["pos3d"], atol=1e-6, rtol=0)
+
+
+def test_training_forward_with_views_of_different_sizes_matches_official(model) -> None:
+    """Train mode, B=2 images x T=2 views of unequal widths (312, 312, 385, 384) padded to 416:
+    exercises the re-zeroed padding and the batch-level pass over several images."""
+    import hashlib
+
+    inputs, outputs = _load("train_inputs.pth"), _load("train_outputs.pth")
+    views = []
+    for mapper in inputs["mapper_outputs"]:
+        views += [mapper["image"], *mapper["image_crop"]]
+    sizes = torch.tensor(inputs["image_sizes"])
+    h, w = (int(s) for s in sizes.max(0).values)
+    canvas = torch.zeros(len(views), 3, h, w, dtype=torch.uint8)  # what collate does
+    for i, v in enumerate(views):
+        canvas[i, :, : v.shape[1], : v.shape[2]] = v
+    x = model.normalize(canvas, sizes)
+    assert tuple(x.shape) == tuple(inputs["images_tensor_shape"])
+    digest = hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()
+    assert digest == inputs["images_tensor_sha256"]
+    model.train()
+    try:
+        with torch.no_grad():
+            out = model(canvas, num_views=2, view_sizes=sizes)
+    finally:
+        model.eval()
+    for ours_key, ref_key in (("image_level", "outputs_2d"), ("batch_level", "outputs_3d")):
+        ours, ref = out[ours_key], outputs[ref_key]  # type: ignore[literal-required]
+        assert tuple(ours["pred_masks"].shape) == tuple(ref["pred_masks_shape"])
+        torch.testing.assert_close(ours["pred_logits"], ref["pred_logits"], atol=ATOL, rtol=0)
+        for a, b in zip(ours["aux_outputs"], ref["aux_pred_logits"], strict=True):
+            torch.testing.assert_close(a["pred_logits"], b, atol=ATOL, rtol=0)
