@@ -91,7 +91,8 @@ def records_to_entityseg(
 ) -> dict[str, Any]:
     """Build the EntitySeg-format dict of the records (ids renumbered from 1)."""
     report = report if report is not None else ConversionReport()
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for rec in records:
         images.append(
             {

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from cropformer.data.decode import SampleError, label_source_for, open_image
 from cropformer.data.records import Record
-from cropformer.data.transforms import ViewSampler
+from cropformer.data.transforms import SampleDraw, ViewSampler
 from cropformer.data.views import (
     render_image_view,
     render_label_view,
@@ -96,11 +96,15 @@ class EntityDataset(Dataset):
                 )
         raise SampleError("every sample of the dataset failed to load (see warnings)")
 
-    def load(self, index: int) -> dict[str, Any]:
-        """Build one sample without the skip policy (errors propagate)."""
+    def load(self, index: int, draw: SampleDraw | None = None) -> dict[str, Any]:
+        """Build one sample without the skip policy (errors propagate).
+
+        ``draw`` fixes the views (benchmarks, parity checks); by default it is drawn.
+        """
         rec = self.records[index]
         rng = self._rng(index)
-        draw = self.sampler.draw(rec.height, rec.width, rng)
+        if draw is None:
+            draw = self.sampler.draw(rec.height, rec.width, rng)
         scale = required_scale(draw.views)
         need = (
             min(rec.height, int(np.ceil(rec.height * scale)) + 1),
