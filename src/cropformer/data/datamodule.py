@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from cropformer.data.collate import collate
 from cropformer.data.dataset import EntityDataset
 from cropformer.data.formats.entityseg import read_entityseg
+from cropformer.data.formats.images import image_records
 from cropformer.data.records import Record
 from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic
 from cropformer.data.transforms import ViewSampler, build_pixel_transform
@@ -61,6 +62,8 @@ class EntityDataModule(L.LightningDataModule):
         jpeg_draft: reduced-scale JPEG decoding (see EntityDataset; parity flag).
         synthetic: generator parameters (``SyntheticSpec`` fields plus ``root``); when set, the
             data is generated in ``prepare_data`` and the four paths are derived from it.
+        predict_images: images to predict without annotations: a folder (every image in it,
+            recursively), a glob pattern, or a list of files; default: the test json's images.
         seed: base seed of the view draws.
     """
 
@@ -90,6 +93,7 @@ class EntityDataModule(L.LightningDataModule):
         skip_bad_samples: bool = False,
         jpeg_draft: bool = True,
         synthetic: Mapping[str, Any] | None = None,
+        predict_images: str | Sequence[str] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -129,6 +133,11 @@ class EntityDataModule(L.LightningDataModule):
         self.synthetic: dict[str, Any] | None = None
         if synthetic:
             self.synthetic = _as_dict(synthetic)
+        self.predict_images = (
+            predict_images
+            if predict_images is None or isinstance(predict_images, str)
+            else [str(p) for p in predict_images]
+        )
         self.world_size = 1
         self.datasets: dict[str, EntityDataset] = {}
 
@@ -199,8 +208,17 @@ class EntityDataModule(L.LightningDataModule):
         if stage in (None, "test") and self.test_annotations:
             self.datasets["test"] = self._build("test", self.test_annotations)
         if stage == "predict":
-            ann = self.test_annotations or self.val_annotations
-            self.datasets["predict"] = self._build("predict", ann)
+            if self.predict_images is not None:
+                self.datasets["predict"] = EntityDataset(
+                    image_records(self.predict_images),
+                    self.sampler_for("predict"),
+                    with_targets=False,
+                    skip_bad_samples=self.skip_bad_samples,
+                    jpeg_draft=self.jpeg_draft,
+                )
+            else:
+                ann = self.test_annotations or self.val_annotations
+                self.datasets["predict"] = self._build("predict", ann)
 
     def _records(self, annotations: str | None, split: str) -> list[Record]:
         if not annotations:

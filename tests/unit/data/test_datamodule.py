@@ -74,3 +74,41 @@ def test_workers(tmp_path):
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["images"].shape[0] == 4
+
+
+def test_predict_images_without_annotations(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    Image.new("RGB", (64, 48)).save(tmp_path / "imgs" / "a.jpg")
+    Image.new("L", (30, 40)).save(tmp_path / "imgs" / "sub" / "b.png")
+    dm = EntityDataModule(
+        predict_images=str(tmp_path / "imgs"), test_short_side=32, eval_batch_size=1
+    )
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [b["file_names"][0] for b in batches] == ["a.jpg", "sub/b.png"]
+    assert "targets" not in batches[0] and batches[0]["boxes"].shape == (1, 5, 4)
+
+
+def test_pixel_transforms_same_params_for_all_views(tmp_path):
+    import numpy as np
+
+    from cropformer.data.transforms import build_pixel_transform
+
+    apply = build_pixel_transform(
+        [{"_target_": "albumentations.ColorJitter", "p": 1.0, "brightness": 0.5, "hue": 0.2}]
+    )
+    assert apply is not None
+    v = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    a, b = apply([v, v.copy()], 7)
+    assert np.array_equal(a, b) and not np.array_equal(a, v)
+    c, _ = apply([v, v], 8)
+    assert not np.array_equal(a, c)
+    dm = _dm(
+        tmp_path,
+        pixel_transforms=[{"_target_": "albumentations.ColorJitter", "p": 1.0}],
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))["images"].shape[0] == 4
