@@ -278,20 +278,31 @@ class MultiViewFusion:
             )
             if single:
                 binary = canvas > logit_thr
-                canvas.sigmoid_()
             else:
                 assert coverage is not None
                 canvas.div_(coverage)
                 binary = canvas > self.mask_threshold
-            if self.double_sigmoid:
-                canvas.sigmoid_()  # parity: official second sigmoid on the fused probability
             ranks = rank[q_sel].tolist()
             for j, k in enumerate(ranks):
+                # paint only the window where this query's mask lies (masks are often small)
+                window = _nonzero_window(binary[j])
+                if window is None:
+                    continue
+                y0, y1, x0, x1 = window
+                ids_w = id_map[y0:y1, x0:x1]
                 # each pixel goes to the most probable (smallest output index) query covering it
-                upd = binary[j] & (id_map > k)
-                id_map.masked_fill_(upd, k)
-                win_val = torch.where(upd, canvas[j], win_val)
+                upd = binary[j, y0:y1, x0:x1] & (ids_w > k)
+                ids_w.masked_fill_(upd, k)
+                val_w = win_val[y0:y1, x0:x1]
+                val_w.copy_(torch.where(upd, canvas[j, y0:y1, x0:x1], val_w))
             del canvas, binary
+
+        # The winners' values get their (second) sigmoid once here instead of on every canvas:
+        # the same elementwise values, far fewer evaluations.
+        if single:
+            win_val.sigmoid_()  # logits -> probability
+        if self.double_sigmoid:
+            win_val.sigmoid_()  # parity: official second sigmoid on the fused probability
 
         # per-output area and value sum in one pass each (index none_id collects the rest)
         flat_ids = id_map.view(-1).long()
@@ -384,6 +395,16 @@ class MultiViewFusion:
             del resized
         assert canvas is not None
         return canvas
+
+
+def _nonzero_window(mask: Tensor) -> tuple[int, int, int, int] | None:
+    """Bounding window (y0, y1, x0, x1), half-open, of the True pixels of an (H, W) mask."""
+    rows = torch.nonzero(mask.any(dim=1)).flatten()
+    if rows.numel() == 0:
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    cols = torch.nonzero(mask[y0:y1].any(dim=0)).flatten()
+    return y0, y1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _int_box(box: Sequence[float], H: int, W: int) -> tuple[int, int, int, int]:

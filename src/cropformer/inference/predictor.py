@@ -133,42 +133,50 @@ class EntityPredictor:
         )
 
     def make_batch(self, images: Sequence[np.ndarray]) -> Batch:
-        """Collate the views of several images into one Batch (image ids 0..B-1)."""
+        """Collate the views of several images into one Batch (image ids 0..B-1).
+
+        All images must yield the same number of views (tiny images may get fewer crops).
+        """
         from cropformer.data.collate import collate
 
-        samples = []
-        for i, image in enumerate(images):
-            v = self.views(image)
-            samples.append(
-                {
-                    "views": v["images"],
-                    "boxes": v["boxes"],
-                    "orig_size": image.shape[:2],
-                    "image_id": i,
-                    "file_name": f"<image {i}>",
-                }
-            )
-        return collate(samples)
+        return collate([self._sample(i, image) for i, image in enumerate(images)])
+
+    def _sample(self, i: int, image: np.ndarray) -> dict[str, Any]:
+        v = self.views(image)
+        return {
+            "views": v["images"],
+            "boxes": v["boxes"],
+            "orig_size": image.shape[:2],
+            "image_id": i,
+            "file_name": f"<image {i}>",
+        }
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[EntityPrediction]:
-        """Predict the entities of several images in one forward pass.
+        """Predict the entities of several images, one forward pass per group of images with the
+        same number of views (normally one group).
 
         Shape: each image (H_i, W_i, 3) uint8 (grayscale and RGBA accepted); returns id maps of
         shape (H_i, W_i).
         """
-        if len(images) == 0:
-            return []
-        rgb = [as_rgb_uint8(im) for im in images]
-        batch = self.make_batch(rgb)
-        num_views = int(batch["boxes"].shape[1])
-        with self._autocast():
-            outputs = self.net(
-                batch["images"].to(self.device),
-                num_views=num_views,
-                view_sizes=batch["view_sizes"].to(self.device),
-            )
-        return self.fusion(outputs, batch)
+        from cropformer.data.collate import collate
+
+        samples = [self._sample(i, as_rgb_uint8(im)) for i, im in enumerate(images)]
+        groups: dict[int, list[int]] = {}
+        for i, sample in enumerate(samples):
+            groups.setdefault(len(sample["views"]), []).append(i)
+        results: list[EntityPrediction | None] = [None] * len(samples)
+        for num_views, members in groups.items():
+            batch = collate([samples[i] for i in members])
+            with self._autocast():
+                outputs = self.net(
+                    batch["images"].to(self.device),
+                    num_views=num_views,
+                    view_sizes=batch["view_sizes"].to(self.device),
+                )
+            for i, pred in zip(members, self.fusion(outputs, batch)):
+                results[i] = pred
+        return [r for r in results if r is not None]
 
     def predict(self, image: np.ndarray | torch.Tensor) -> EntityPrediction:
         """Predict the entities of one image (any size or aspect ratio)."""

@@ -55,7 +55,7 @@ def _predictor(**kw) -> EntityPredictor:
     return EntityPredictor(FakeNet(), MultiViewFusion(), **kw)
 
 
-@pytest.mark.parametrize(("h", "w"), [(120, 90), (20, 30), (9, 7), (40, 600)])
+@pytest.mark.parametrize(("h", "w"), [(120, 90), (20, 30), (9, 7), (40, 600), (1, 1)])
 def test_any_size_gives_original_resolution(h, w):
     pred = _predictor().predict(_image(h, w))
     assert pred["id_map"].shape == (h, w)
@@ -94,6 +94,9 @@ def test_predict_batch_equals_single_predictions():
         # padding differs between the two runs: allow a few boundary pixels
         assert (pb["id_map"] != ps["id_map"]).float().mean() < 0.01
     assert p.predict_batch([]) == []
+    # a 1-pixel-high image gets fewer crops: grouped into its own forward pass
+    mixed = p.predict_batch([_image(60, 50), np.zeros((1, 5, 3), np.uint8), _image(40, 30)])
+    assert [tuple(m["id_map"].shape) for m in mixed] == [(60, 50), (1, 5), (40, 30)]
 
 
 def test_panorama_fuses_at_original_resolution_with_bounded_chunks():
