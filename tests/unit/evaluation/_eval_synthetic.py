@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from pathlib import Path
 
-from cropformer.evaluation.rle import encode_mask, rle_area
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from scipy import ndimage
+
+from cropformer.evaluation.rle import decode_rle, encode_mask, rle_area
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
+SHARED_GT = {
+    # COCO panoptic segments as compressed RLE (annotation id 0 and crowd segments present)
+    "shared": SHARED_DATA / "coco-panoptic-sample/sample_data/panoptic_coco_detection_format.json",
+    # labelme VOC instances as polygons (image id 0, category 0 present)
+    "labelme": SHARED_DATA / "labelme-voc/instance_segmentation/data_dataset_coco/annotations.json",
+}
 
 
 def label_map(h: int, w: int, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -70,3 +82,48 @@ def perfect_prediction(ids: np.ndarray) -> dict:
         "scores": torch.linspace(0.9, 0.5, n),
         "query_indices": torch.arange(n),
     }
+
+
+def perturbed_results(gt: dict, seed: int) -> list[dict]:
+    """GT masks as predictions: eroded / dilated / shifted / dropped, plus false positives."""
+    rng = np.random.default_rng(seed)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    results = []
+    for a in gt["annotations"]:
+        h, w = sizes[a["image_id"]]
+        segm = a["segmentation"]
+        if isinstance(segm, list):  # polygons
+            segm = mask_util.merge(mask_util.frPyObjects(segm, h, w))
+        m = decode_rle(segm)
+        op = int(rng.integers(0, 5))
+        if op == 1:
+            m = ndimage.binary_erosion(m, iterations=2)
+        elif op == 2:
+            m = ndimage.binary_dilation(m, iterations=3)
+        elif op == 3:
+            m = np.roll(m, int(rng.integers(-9, 9)), axis=int(rng.integers(0, 2)))
+        elif op == 4 and rng.random() < 0.5:
+            continue
+        results.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "score": float(rng.random()),
+                "segmentation": encode_mask(m),
+                "bbox": [0, 0, 0, 0],
+            }
+        )
+    for image_id, (h, w) in sizes.items():
+        for _ in range(5):
+            m = np.zeros((h, w), dtype=bool)
+            y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 20))
+            m[y : y + int(rng.integers(2, 20)), x : x + int(rng.integers(2, 20))] = True
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 3,
+                    "score": float(rng.random() * 0.5),
+                    "segmentation": encode_mask(m),
+                }
+            )
+    return results

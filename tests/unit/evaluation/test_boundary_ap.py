@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _eval_synthetic import make_gt
+from _eval_synthetic import SHARED_GT, make_gt, perturbed_results
 from scipy import ndimage
 
 from cropformer.evaluation.boundary_ap import (
@@ -115,3 +115,30 @@ def test_boundary_ap_equals_faster_coco_eval_builtin():
     ev.summarize()
     assert ours["boundary_AP"] == pytest.approx(ev.stats[0] * 100, abs=1e-9)
     assert ours["boundary_AP50"] == pytest.approx(ev.stats[1] * 100, abs=1e-9)
+
+
+@pytest.mark.parametrize("source", ["shared", "labelme"])
+def test_boundary_ap_equals_faster_coco_eval_builtin_on_real_annotations(source):
+    fce = pytest.importorskip("faster_coco_eval")
+    if not SHARED_GT[source].is_file():
+        pytest.skip(f"shared data not found at {SHARED_GT[source]}")
+    gt = json.loads(SHARED_GT[source].read_text())
+    results = perturbed_results(gt, seed=0)
+    with pytest.warns(UserWarning, match="annotation id 0"):
+        ours = evaluate_entity_results(gt, results, boundary=True)
+    g = copy.deepcopy(gt)
+    g["categories"] = [{"id": 1, "name": "thing"}]
+    for a in g["annotations"]:
+        a["category_id"] = 1
+    dets = [
+        {**{k: v for k, v in r.items() if k != "bbox"}, "category_id": 1}
+        for r in copy.deepcopy(results)
+    ]
+    with pytest.warns(UserWarning, match="annotation id 0"):
+        coco = fce.COCO(g)
+    ev = fce.COCOeval_faster(coco, coco.loadRes(dets), "boundary")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    assert ours["boundary_AP"] == pytest.approx(ev.stats[0] * 100, abs=1e-9)
+    assert ours["boundary_AP"] < ours["AP"]

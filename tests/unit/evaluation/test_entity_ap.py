@@ -7,12 +7,11 @@ import copy
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _eval_synthetic import make_gt, perfect_prediction
+from _eval_synthetic import SHARED_GT, make_gt, perfect_prediction, perturbed_results
 from scipy import ndimage
 
 from cropformer.evaluation.entity_ap import (
@@ -21,18 +20,9 @@ from cropformer.evaluation.entity_ap import (
     load_gt,
     main,
 )
-from cropformer.evaluation.rle import decode_rle, encode_mask
+from cropformer.evaluation.rle import encode_mask
 
 BACKENDS = ["faster_coco_eval", "pycocotools"]
-SHARED_GT = (
-    Path(__file__).resolve().parents[3]
-    / ".."
-    / "shared"
-    / "data"
-    / "coco-panoptic-sample"
-    / "sample_data"
-    / "panoptic_coco_detection_format.json"
-)
 
 
 @pytest.fixture
@@ -107,47 +97,6 @@ def test_many_categories_score_like_single_category(gt_file):
     )  # untouched
 
 
-def _perturbed_results(gt: dict, seed: int) -> list[dict]:
-    """GT masks as predictions: eroded / dilated / shifted / dropped, plus false positives."""
-    rng = np.random.default_rng(seed)
-    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
-    results = []
-    for a in gt["annotations"]:
-        m = decode_rle(a["segmentation"])
-        op = int(rng.integers(0, 5))
-        if op == 1:
-            m = ndimage.binary_erosion(m, iterations=2)
-        elif op == 2:
-            m = ndimage.binary_dilation(m, iterations=3)
-        elif op == 3:
-            m = np.roll(m, int(rng.integers(-9, 9)), axis=int(rng.integers(0, 2)))
-        elif op == 4 and rng.random() < 0.5:
-            continue
-        results.append(
-            {
-                "image_id": a["image_id"],
-                "category_id": a["category_id"],
-                "score": float(rng.random()),
-                "segmentation": encode_mask(m),
-                "bbox": [0, 0, 0, 0],
-            }
-        )
-    for image_id, (h, w) in sizes.items():
-        for _ in range(5):
-            m = np.zeros((h, w), dtype=bool)
-            y, x = int(rng.integers(0, h - 20)), int(rng.integers(0, w - 20))
-            m[y : y + int(rng.integers(2, 20)), x : x + int(rng.integers(2, 20))] = True
-            results.append(
-                {
-                    "image_id": image_id,
-                    "category_id": 3,
-                    "score": float(rng.random() * 0.5),
-                    "segmentation": encode_mask(m),
-                }
-            )
-    return results
-
-
 def _stock_pycocotools(gt: dict, results: list[dict]) -> np.ndarray:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -172,19 +121,19 @@ def _stock_pycocotools(gt: dict, results: list[dict]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("source", ["shared", "synthetic"])
+@pytest.mark.parametrize("source", ["shared", "labelme", "synthetic"])
 def test_equals_stock_pycocotools_with_collapsed_categories(backend, source, gt_file):
-    if source == "shared":
-        if not SHARED_GT.is_file():
-            pytest.skip(f"shared data not found at {SHARED_GT}")
-        gt = json.loads(SHARED_GT.read_text())
+    if source in SHARED_GT:
+        if not SHARED_GT[source].is_file():
+            pytest.skip(f"shared data not found at {SHARED_GT[source]}")
+        gt = json.loads(SHARED_GT[source].read_text())
     else:
         gt = gt_file[1]
     for seed in (0, 1):
-        results = _perturbed_results(gt, seed)
+        results = perturbed_results(gt, seed)
         with (
             pytest.warns(UserWarning, match="annotation id 0")
-            if (backend == "faster_coco_eval" and source == "shared")
+            if (backend == "faster_coco_eval" and source != "synthetic")
             else contextlib.nullcontext()
         ):  # the shared json has an annotation id 0
             ours = evaluate_entity_results(gt, results, backend=backend)
