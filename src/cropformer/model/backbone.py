@@ -47,8 +47,11 @@ def _swin_window_mask(hp: int, wp: int, window: int, shift: int, device: torch.d
     )
 
 
-def _swin_block_official(block: Any, x: Tensor) -> Tensor:
+def _swin_block_official(block: Any, x: Tensor, shift_mask: Tensor | None = None) -> Tensor:
     """One timm ``SwinTransformerBlock`` with the official detection-Swin padding order.
+
+    ``shift_mask`` is the stage's shifted-window mask (:func:`_swin_window_mask` on the padded
+    map); it is computed here when not given.
 
     Shape: x (B, H, W, C) -> (B, H, W, C).
     """
@@ -63,7 +66,9 @@ def _swin_block_official(block: Any, x: Tensor) -> Tensor:
     mask = None
     if shift > 0:
         y = torch.roll(y, shifts=(-shift, -shift), dims=(1, 2))
-        mask = _swin_window_mask(hp, wp, window, shift, x.device).to(y.dtype)
+        if shift_mask is None:
+            shift_mask = _swin_window_mask(hp, wp, window, shift, x.device)
+        mask = shift_mask.to(y.dtype)
     win = y.view(b, hp // window, window, wp // window, window, c).permute(0, 1, 3, 2, 4, 5)
     win = win.reshape(-1, window * window, c)
     win = block.attn(win, mask=mask)
@@ -215,11 +220,17 @@ class TimmBackbone(nn.Module):
         feats = []
         for i, stage in enumerate(model.layers):
             x = stage.downsample(x)
+            mask = None
             for block in stage.blocks:
+                shift = int(block.target_shift_size[0])
+                if shift > 0 and mask is None:  # one mask per stage, as the official code
+                    window = int(block.window_size[0])
+                    hp, wp = (-(-s // window) * window for s in x.shape[1:3])
+                    mask = _swin_window_mask(hp, wp, window, shift, x.device)
                 if self.grad_checkpointing and self.training and x.requires_grad:
-                    x = checkpoint(_swin_block_official, block, x, use_reentrant=False)
+                    x = checkpoint(_swin_block_official, block, x, mask, use_reentrant=False)
                 else:
-                    x = _swin_block_official(block, x)
+                    x = _swin_block_official(block, x, mask)
             if i in wanted:
                 feats.append(x.permute(0, 3, 1, 2).contiguous())
         return feats

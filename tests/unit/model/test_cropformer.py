@@ -50,7 +50,7 @@ def test_every_parameter_gets_a_gradient(net: CropFormer) -> None:
         for p in net.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=g))
     net.train()
-    _loss_like(net(_images(4), num_views=2)).backward()
+    _loss_like(net(_images(4, 32, 64), num_views=2)).backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
 
@@ -71,7 +71,7 @@ def test_bf16_autocast_keeps_fp32_islands(net: CropFormer) -> None:
 
 def test_several_images_per_batch_equal_one_image_at_a_time(net: CropFormer) -> None:
     net.eval()
-    images = _images(6)
+    images = _images(6, 32, 64)
     with torch.no_grad():
         together = net(images, num_views=3)
         alone = [net(images[i * 3 : (i + 1) * 3], num_views=3) for i in range(2)]
@@ -99,6 +99,16 @@ def test_normalisation_rezeroes_padding(net: CropFormer) -> None:
         a = net(images[:1], view_sizes=sizes[:1])["image_level"]["pred_logits"]
         b = net(images[:1])["image_level"]["pred_logits"]
     torch.testing.assert_close(a, b)
+
+
+def test_normalized_input_path_equals_uint8_path(net: CropFormer) -> None:
+    net.eval()
+    images = _images(2, 40, 50)
+    sizes = torch.tensor([[40, 50], [33, 41]])
+    with torch.no_grad():
+        a = net(images, view_sizes=sizes)["image_level"]["pred_masks"]
+        b = net(net.normalize(images, sizes), normalized=True)["image_level"]["pred_masks"]
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 def test_bad_inputs_are_clear_errors(net: CropFormer) -> None:

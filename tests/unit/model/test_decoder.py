@@ -116,3 +116,43 @@ def test_batch_level_rejects_bad_view_count() -> None:
         dec.forward_batch_level(torch.randn(1, 5, C), feats, mask_features, 2)
     with pytest.raises(ValueError, match="feature levels"):
         dec.forward_image_level(feats[:2], mask_features)
+
+
+def test_pre_norm_variant_runs_and_differs() -> None:
+    torch.manual_seed(0)
+    pre = MaskedAttentionDecoder(
+        in_channels=C,
+        hidden_dim=C,
+        num_queries=5,
+        num_heads=4,
+        ffn_dim=48,
+        num_layers=3,
+        mask_dim=C,
+        pre_norm=True,
+    ).eval()
+    post = _decoder()
+    post_state = {k: v for k, v in post.state_dict().items() if ".3." not in k}
+    pre.load_state_dict(post_state)
+    feats, mask_features = _features(2)
+    with torch.no_grad():
+        a = pre(feats, mask_features)["pred_masks"]
+        b = post(feats, mask_features)["pred_masks"]
+    assert a.shape == b.shape == (2, 5, 16, 24)
+    assert not torch.allclose(a, b)
+
+
+def test_input_projection_when_widths_differ() -> None:
+    dec = MaskedAttentionDecoder(
+        in_channels=16,
+        hidden_dim=C,
+        num_queries=5,
+        num_heads=4,
+        ffn_dim=48,
+        num_layers=3,
+        mask_dim=C,
+    )
+    assert all(isinstance(p, torch.nn.Conv2d) for p in dec.input_proj)
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(1, 16, h, w, generator=g) for h, w in ((2, 3), (4, 6), (8, 12))]
+    out = dec(feats, torch.randn(1, C, 16, 24, generator=g))
+    assert out["pred_masks"].shape == (1, 5, 16, 24)
