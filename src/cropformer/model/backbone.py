@@ -198,10 +198,9 @@ class TimmBackbone(nn.Module):
         """Feature maps of (normalised) images.
 
         Shape:
-            images: (N, 3, H, W); H, W need not be multiples of the largest stride (zero-padded
-            here, bottom/right).
-            returns one (N, C_i, ceil(H/s)/.., ...) map per output index: (N, C_i, H'/s_i, W'/s_i)
-            with H', W' the padded size.
+            images: (N, 3, H, W); H, W need not be multiples of the largest stride (they are
+            zero-padded here, bottom/right, to H', W').
+            returns one (N, C_i, H'/s_i, W'/s_i) map per output index, stride 4 first.
         """
         div = self.size_divisibility
         h, w = images.shape[-2:]
