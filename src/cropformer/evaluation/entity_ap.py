@@ -108,6 +108,7 @@ def evaluate_entity_results(
     image_ids: Iterable[int] | None = None,
     dilation_ratio: float = DEFAULT_DILATION_RATIO,
     gt_collapsed: bool = False,
+    renumber_ann_ids: bool = False,
     verbose: bool = False,
     _boundary_cache: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, float]:
@@ -123,6 +124,9 @@ def evaluate_entity_results(
             ``boundary_AP75``).
         image_ids: evaluate these images only (default: every image of the ground truth).
         dilation_ratio: boundary width as a fraction of the image diagonal.
+        renumber_ann_ids: give ground-truth annotations the ids 1..K. COCOeval marks "unmatched"
+            with 0, so a ground-truth annotation with id 0 can never count as matched (stock
+            pycocotools, detectron2 and faster-coco-eval behave alike, so off by default).
         verbose: let COCOeval print its table.
 
     Returns:
@@ -154,9 +158,14 @@ def evaluate_entity_results(
     ids_set = set(eval_ids)
     sub = {
         "images": [img for img in data["images"] if int(img["id"]) in ids_set],
-        "annotations": [dict(a) for a in data["annotations"] if int(a["image_id"]) in ids_set],
+        "annotations": [
+            dict(a, _orig_id=a["id"]) for a in data["annotations"] if int(a["image_id"]) in ids_set
+        ],
         "categories": data["categories"],
     }
+    if renumber_ann_ids:
+        for i, a in enumerate(sub["annotations"]):
+            a["id"] = i + 1
     dets = [d for d in dets if int(d["image_id"]) in ids_set]
     if not dets:
         # An unmatched empty detection gives exactly the numbers of no detection at all (no true
@@ -219,15 +228,16 @@ def _boundaries(
     sizes = {int(img["id"]): (int(img["height"]), int(img["width"])) for img in sub["images"]}
     gt_b: dict[int, Any] = {}
     for a in sub["annotations"]:
-        key = int(a["id"])
-        if cache is not None and key in cache:
-            gt_b[key] = cache[key]
+        key = int(a["id"])  # the id COCOeval sees; the cache keys on the file's id
+        orig = int(a.get("_orig_id", key))
+        if cache is not None and orig in cache:
+            gt_b[key] = cache[orig]
             continue
         h, w = sizes[int(a["image_id"])]
         rle = _ann_to_rle(a, h, w)
         gt_b[key] = rle_to_boundary_rle(_json_ready(rle), dilation_ratio)
         if cache is not None:
-            cache[key] = gt_b[key]
+            cache[orig] = gt_b[key]
     dt_b = [rle_to_boundary_rle(d["segmentation"], dilation_ratio) for d in dets]
     return {"gt": gt_b, "dt": dt_b}
 
@@ -368,6 +378,7 @@ class EntityAPMetric:
         boundary: also compute boundary AP (``boundary_ap``); slower (boundary of every mask).
         dilation_ratio: boundary width as a fraction of the image diagonal.
         compute_on_all_ranks: every rank runs COCOeval; otherwise rank 0 does and broadcasts.
+        renumber_ann_ids: see ``evaluate_entity_results`` (fixes the annotation-id-0 quirk).
     """
 
     def __init__(
@@ -378,6 +389,7 @@ class EntityAPMetric:
         boundary: bool = False,
         dilation_ratio: float = DEFAULT_DILATION_RATIO,
         compute_on_all_ranks: bool = False,
+        renumber_ann_ids: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
@@ -391,6 +403,7 @@ class EntityAPMetric:
         self.boundary = boundary
         self.dilation_ratio = dilation_ratio
         self.compute_on_all_ranks = compute_on_all_ranks
+        self.renumber_ann_ids = renumber_ann_ids  # parity: official False (id 0 never matches)
         self._gt: dict[str, Any] | None = None
         self._boundary_cache: dict[int, dict[str, Any]] = {}
         self._per_image: dict[int, list[dict[str, Any]]] = {}
@@ -478,6 +491,7 @@ class EntityAPMetric:
             image_ids=list(gathered),
             dilation_ratio=self.dilation_ratio,
             gt_collapsed=True,
+            renumber_ann_ids=self.renumber_ann_ids,
             _boundary_cache=self._boundary_cache,
         )
         metrics = {METRIC_KEYS[k]: summary[k] for k in METRIC_KEYS}
@@ -511,6 +525,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backend", default="faster_coco_eval", choices=BACKENDS)
     parser.add_argument("--dilation-ratio", type=float, default=DEFAULT_DILATION_RATIO)
     parser.add_argument(
+        "--renumber-ann-ids",
+        action="store_true",
+        help="renumber ground-truth annotation ids 1..K (an id 0 can never match "
+        "in COCOeval; off by default like the official evaluator)",
+    )
+    parser.add_argument(
         "--only-result-images",
         action="store_true",
         help="evaluate only the images that have at least one result (a partial "
@@ -529,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         image_ids=image_ids,
         dilation_ratio=args.dilation_ratio,
         gt_collapsed=True,
+        renumber_ann_ids=args.renumber_ann_ids,
     )
     print(_table(summary))
     line: dict[str, Any] = {k: _json_float(summary[k]) for k in SUMMARY_KEYS}

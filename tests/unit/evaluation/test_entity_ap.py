@@ -233,3 +233,32 @@ def test_cli_prints_table_and_json_last_line(gt_file, tmp_path, capsys):
     assert last["AP"] == pytest.approx(100.0) and last["boundary_AP"] == pytest.approx(100.0)
     main(["--gt", str(path), "--results", str(res_path), "--backend", "pycocotools"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["boundary_AP"] is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_annotation_id_zero_quirk_and_renumbering(gt_file, backend):
+    _, gt, maps = gt_file
+    gt = copy.deepcopy(gt)
+    gt["annotations"][0]["id"] = 0  # stock COCOeval can never match an annotation with id 0
+    results = [
+        {
+            "image_id": a["image_id"],
+            "category_id": 1,
+            "score": 0.5,
+            "segmentation": a["segmentation"],
+        }
+        for a in gt["annotations"]
+    ]
+    ctx = (
+        pytest.warns(UserWarning, match="id 0")
+        if backend == "faster_coco_eval"
+        else contextlib.nullcontext()
+    )
+    with ctx:
+        stock = evaluate_entity_results(gt, results, backend=backend)
+    assert stock["AP"] < 100.0
+    assert stock["AP"] == pytest.approx(_stock_pycocotools(gt, results)[0] * 100, abs=1e-9)
+    fixed = evaluate_entity_results(
+        gt, results, backend=backend, renumber_ann_ids=True, boundary=True
+    )
+    assert fixed["AP"] == pytest.approx(100.0) and fixed["boundary_AP"] == pytest.approx(100.0)
