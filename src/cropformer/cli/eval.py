@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.global_rank == 0:
         datamodule.prepare_data()
-    check_data_paths(cfg, (split,))
+    check_data_paths(datamodule, (split,))
     log.info(f"evaluating {checkpoint} on the {split} split")
     run = trainer.validate if split == "val" else trainer.test
     run(model=module, datamodule=datamodule, verbose=False)

@@ -70,12 +70,11 @@ def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
         )
 
 
-def check_data_paths(cfg: DictConfig, stages: tuple[str, ...]) -> None:
+def check_data_paths(datamodule: Any, stages: tuple[str, ...]) -> None:
     """Every annotation file and image root the run needs exists (after data preparation)."""
-    data = cfg.data
     keys = ["image_root"] + [f"{s}_annotations" for s in stages]
     for key in keys:
-        value = data.get(key)
+        value = getattr(datamodule, key, None)
         if value is None:
             if key == "image_root":
                 continue
@@ -137,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
     stages = tuple(s for s, on in (("train", cfg.get("train")), ("val", True)) if on)
     stages += ("test",) if cfg.get("test") else ()
-    check_data_paths(cfg, stages)
+    check_data_paths(datamodule, stages)
     _store_wandb_id(objects["loggers"], run_dir, trainer)
 
     metrics: dict[str, Any] = {}

@@ -39,6 +39,39 @@ def _plain(node: Any) -> Any:
     return node
 
 
+def load_init_weights(net: torch.nn.Module, path: str) -> None:
+    """Initialise ``net`` from a file; missing keys are reported, mismatched shapes are errors."""
+    from pathlib import Path
+
+    from cropformer.utils.errors import UserError
+
+    if not Path(path).is_file():
+        raise UserError(f"model.init_checkpoint={path}: file not found")
+    stored = torch.load(path, map_location="cpu", weights_only=False)
+    state = stored.get("state_dict", stored) if isinstance(stored, dict) else stored
+    if any(k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+    own = net.state_dict()
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        raise UserError(
+            f"model.init_checkpoint={path}: shapes differ for {len(bad)} tensors (first: {bad[0]} "
+            f"{tuple(state[bad[0]].shape)} vs {tuple(own[bad[0]].shape)}); is it the same model?"
+        )
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        log.info(
+            f"init_checkpoint: {len(result.missing_keys)} tensors start from scratch, e.g. "
+            f"{result.missing_keys[:3]}"
+        )
+    if result.unexpected_keys:
+        log.warning(
+            f"init_checkpoint: {len(result.unexpected_keys)} unused tensors, e.g. "
+            f"{result.unexpected_keys[:3]}"
+        )
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss (message names the step and the offending terms)."""
 
@@ -56,6 +89,9 @@ class CropFormerModule(L.LightningModule):
             optimizer step (all ranks together) and counts it in ``train/skipped_steps``.
         compile: run the network through ``torch.compile`` (weights keep their plain names).
         metric: extra keyword arguments of the entity-AP metric (e.g. ``boundary: true``).
+        init_checkpoint: weights to start from (a checkpoint of this platform, or a converted
+            official state dict). Loaded non-strictly: a Mask2Former checkpoint initialises a
+            CropFormer except for its association module (official practice, ref. doc §2.7).
     """
 
     def __init__(
@@ -69,6 +105,7 @@ class CropFormerModule(L.LightningModule):
         nan_policy: str = "raise",
         compile: bool = False,
         metric: Mapping[str, Any] | None = None,
+        init_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         if nan_policy not in NAN_POLICIES:
@@ -83,12 +120,15 @@ class CropFormerModule(L.LightningModule):
                 "nan_policy": nan_policy,
                 "compile": compile,
                 "metric": _plain(metric) or {},
+                "init_checkpoint": init_checkpoint,
             }
         )
         self.net = instantiate(self.hparams["net"])
         self.criterion = instantiate(self.hparams["criterion"])
         self.fusion = instantiate(self.hparams["fusion"])
         self.nan_policy = nan_policy
+        if init_checkpoint:
+            load_init_weights(self.net, init_checkpoint)
         self._forward_impl = self.net
         if compile:
             # Not registered as a submodule: parameter names stay free of ``_orig_mod.``.
