@@ -52,6 +52,13 @@ def test_overlay_side_by_side(tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), out)
     with pytest.raises(ValueError, match="differ in size"):
         overlay(img[:10], pred)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(img, pred, alpha=1.5)
+    # entity pixels are blended towards their colour, background is darkened
+    right = out[:, 40:].astype(int)
+    assert (right[pred["id_map"] < 0] < 200).all()
+    k0 = pred["id_map"] == 0
+    assert not np.array_equal(right[k0][0], img[k0][0])
 
 
 def test_id_map_png_is_16_bit_round_trip(tmp_path):
