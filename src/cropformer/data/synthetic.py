@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ class SyntheticSpec:
     colour_separation: float = 60.0
     jpeg_quality: int = 90
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
         """Short hash of the parameters and the generator version (the cache folder name)."""
