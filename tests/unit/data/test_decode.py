@@ -276,3 +276,17 @@ def test_no_warning_for_good_samples(tmp_path):
         warnings.simplefilter("error")
         s = EntityDataset(records, _sampler(train=True), seed=1)[0]
     assert len(s["views"]) == 2
+
+
+def test_exif_rotation_with_reduced_scale_decode(tmp_path):
+    img = np.zeros((400, 800, 3), np.uint8)
+    img[:, :400] = 255  # left half white (stored orientation)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "big_r.jpg"
+    Image.fromarray(img).save(p, exif=exif, quality=95)
+    im, full = open_image(p, min_size=(200, 100), expected_size=(800, 400))
+    assert full == (800, 400)
+    assert im.size == (100, 200)  # 1/4 scale, then rotated to the displayed orientation
+    arr = np.asarray(im)
+    assert arr[:90].mean() > 200 and arr[110:].mean() < 50
