@@ -305,10 +305,9 @@ class MultiViewFusion:
             win_val.sigmoid_()  # parity: official second sigmoid on the fused probability
 
         # per-output area and value sum in one pass each (index none_id collects the rest)
-        flat_ids = id_map.view(-1).long()
-        area = torch.bincount(flat_ids, minlength=M + 1)[:M]
-        val_sum = torch.bincount(flat_ids, weights=win_val.view(-1).double(), minlength=M + 1)[:M]
-        del flat_ids, win_val
+        area, val_sum = _area_and_sum(id_map, win_val, M + 1)
+        area, val_sum = area[:M], val_sum[:M]
+        del win_val
         mask_quality = (val_sum / (area.double() + _AREA_EPS)).float()
         scores = sel_prob[out_order] * mask_quality  # empty masks: 0
         query_indices = query_ids[out_order]
@@ -323,7 +322,7 @@ class MultiViewFusion:
         if self.drop_empty or self.order == "score":
             lut = torch.full((M + 1,), -1, dtype=torch.int32, device=device)
             lut[perm] = torch.arange(perm.numel(), dtype=torch.int32, device=device)
-            id_map = lut[id_map.long()]  # -1 indexes the last entry, which stays -1
+            id_map = remap_ids(id_map, lut)  # -1 indexes the last entry, which stays -1
             scores = scores[perm]
             query_indices = query_indices[perm]
 
@@ -395,6 +394,36 @@ class MultiViewFusion:
             del resized
         assert canvas is not None
         return canvas
+
+
+_BAND_PIXELS = 1 << 21  # rows per band ~ 2 M pixels: bounds int64/float64 temporaries
+
+
+def _area_and_sum(id_map: Tensor, values: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Per-id pixel count and float64 value sum, in row bands (bounded temporaries).
+
+    Shape: id_map (H, W) int in [0, n), values (H, W) -> (n,) int64, (n,) float64.
+    """
+    area = torch.zeros(n, dtype=torch.int64, device=id_map.device)
+    total = torch.zeros(n, dtype=torch.float64, device=id_map.device)
+    rows = max(1, _BAND_PIXELS // max(1, id_map.shape[1]))
+    for y in range(0, id_map.shape[0], rows):
+        ids = id_map[y : y + rows].reshape(-1).long()
+        area += torch.bincount(ids, minlength=n)
+        total += torch.bincount(ids, weights=values[y : y + rows].reshape(-1).double(), minlength=n)
+    return area, total
+
+
+def remap_ids(id_map: Tensor, lut: Tensor) -> Tensor:
+    """``lut[id_map]`` in row bands (the index must be int64; this bounds that temporary).
+
+    Shape: id_map (H, W) int; lut (L,) -> (H, W) with lut's dtype.
+    """
+    out = torch.empty(id_map.shape, dtype=lut.dtype, device=id_map.device)
+    rows = max(1, _BAND_PIXELS // max(1, id_map.shape[1]))
+    for y in range(0, id_map.shape[0], rows):
+        out[y : y + rows] = lut[id_map[y : y + rows].long()]
+    return out
 
 
 def _nonzero_window(mask: Tensor) -> tuple[int, int, int, int] | None:
