@@ -52,4 +52,5 @@ def test_synthetic_default_one_batch(crop, views, tmp_path):
     assert train["boxes"].shape[1] == (1 if crop == "none" else 2)
     val = next(iter(dm.val_dataloader()))
     assert val["boxes"].shape[1] == views
+    assert "targets" in train and "targets" not in val  # eval_targets: false (AP reads the json)
     assert max(val["view_sizes"][0].tolist()) <= cfg.data.test_max_size

@@ -64,6 +64,9 @@ class EntityDataModule(L.LightningDataModule):
             data is generated in ``prepare_data`` and the four paths are derived from it.
         predict_images: images to predict without annotations: a folder (every image in it,
             recursively), a glob pattern, or a list of files; default: the test json's images.
+        eval_targets: build ``targets`` in val/test batches too (only needed for a val loss; AP
+            reads the GT json). Off saves the (K, T, H, W) expansion: ~1 GB per EntitySeg image
+            with T = 5 views.
         seed: base seed of the view draws.
     """
 
@@ -94,6 +97,7 @@ class EntityDataModule(L.LightningDataModule):
         jpeg_draft: bool = True,
         synthetic: Mapping[str, Any] | None = None,
         predict_images: str | Sequence[str] | None = None,
+        eval_targets: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -138,6 +142,7 @@ class EntityDataModule(L.LightningDataModule):
             if predict_images is None or isinstance(predict_images, str)
             else [str(p) for p in predict_images]
         )
+        self.eval_targets = bool(eval_targets)
         self.world_size = 1
         self.datasets: dict[str, EntityDataset] = {}
 
@@ -266,7 +271,7 @@ class EntityDataModule(L.LightningDataModule):
         return EntityDataset(
             records,
             self.sampler_for(split),
-            with_targets=split != "predict",
+            with_targets=split == "train" or (split != "predict" and self.eval_targets),
             skip_bad_samples=self.skip_bad_samples,
             jpeg_draft=self.jpeg_draft,
             seed=self.seed,
