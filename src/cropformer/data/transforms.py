@@ -106,11 +106,14 @@ class ViewSampler:
                 ratio=self.crop_ratio,
                 stride_ratio=self.stride_ratio,
             )
+            # Every sample keeps exactly num_crops crops so batches stack (T fixed); only a
+            # degenerate image (a side of a few pixels) has fewer distinct boxes: repeat them.
+            n = len(cand)
             if self.train:
-                k = min(self.num_crops, len(cand))
-                idx = tuple(int(i) for i in rng.choice(len(cand), size=k, replace=False))
+                pick = rng.choice(n, size=self.num_crops, replace=self.num_crops > n)
+                idx = tuple(int(i) for i in pick)
             else:
-                idx = tuple(range(min(self.num_crops, len(cand))))
+                idx = tuple(i % n for i in range(self.num_crops))
             boxes = [cand[i] for i in idx]
         views = plan_views(
             height,

@@ -33,7 +33,8 @@ def resize_shortest_edge_size(
     scale = short / min(height, width)
     if max(height, width) * scale > max_size:
         scale = max_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    # max(1, .): an extreme panorama (e.g. 1 x 5000) would otherwise get a 0-pixel side.
+    return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
 
 
 def _crop_size(height: int, width: int, ratio: float) -> tuple[int, int]:

@@ -70,6 +70,7 @@ def test_resize_shortest_edge_rule():
     assert resize_shortest_edge_size(420, 512, 256, 1333) == (256, 312)
     assert resize_shortest_edge_size(300, 451, 256, 1333) == (256, 385)
     assert resize_shortest_edge_size(1000, 4000, 800, 1333) == (333, 1333)
+    assert resize_shortest_edge_size(1, 5000, 800, 1333) == (1, 1333)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -168,3 +169,15 @@ def test_view_sampler_train_and_eval():
     lsj = ViewSampler(train=True, lsj={"image_size": 256, "min_scale": 0.5, "max_scale": 2.0})
     d = lsj.draw(300, 400, rng)
     assert len(d.views) == 1 and max(d.views[0].size) <= 256
+
+
+def test_tiny_images_keep_the_number_of_views():
+    rng = np.random.default_rng(0)
+    for train in (True, False):
+        s = ViewSampler(train=train, short_sides=(32,), num_crops=4 if not train else 2)
+        for h, w in [(1, 1), (2, 1), (1, 5)]:
+            d = s.draw(h, w, rng)
+            assert len(d.views) == s.num_views
+            for v in d.views:
+                x0, y0, x1, y1 = v.box
+                assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h and min(v.size) >= 1
