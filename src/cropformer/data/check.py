@@ -14,7 +14,7 @@ from cropformer.data.decode import (
     open_image,
     segmentation_counts,
 )
-from cropformer.data.formats.entityseg import read_entityseg
+from cropformer.data.formats.entityseg import load_json, read_entityseg
 
 RES_BUCKETS = ((0, 1000), (1000, 2000), (2000, 4000), (4000, 8000), (8000, 10**9))
 
@@ -77,6 +77,15 @@ def check_dataset(
     def problem(msg: str) -> None:
         if len(rep.problems) < max_problems:
             rep.problems.append(msg)
+
+    data = load_json(annotations)
+    ids = Counter(img.get("id") for img in data["images"])
+    for image_id, n in ids.items():
+        if n > 1:
+            problem(f"image id {image_id} is used by {n} images")
+    orphans = [a.get("id") for a in data.get("annotations", []) if a.get("image_id") not in ids]
+    if orphans:
+        problem(f"{len(orphans)} annotations refer to no image (ids {orphans[:5]}...)")
 
     for rec in records:
         rep.images += 1

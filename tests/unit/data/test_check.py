@@ -40,6 +40,7 @@ def test_check_reports_all_problem_kinds(tmp_path):
         _ann(2, 1, encode_mask(b)),  # overlaps a
         _ann(3, 1, encode_mask(np.zeros((h, w), bool))),  # empty
         _ann(4, 1, {"size": [h, w], "counts": "abc"}),  # invalid RLE
+        _ann(5, 99, encode_mask(a)),  # refers to no image
     ]
     path = tmp_path / "a.json"
     path.write_text(json.dumps({"images": images, "annotations": anns}))
@@ -53,6 +54,7 @@ def test_check_reports_all_problem_kinds(tmp_path):
         "masks overlap (150 pixels",
         "annotation 3: empty mask",
         "annotation 4: invalid RLE",
+        "1 annotations refer to no image",
     ):
         assert needle in text, needle
     assert "entities per image: min 0, mean 1.0, max 4" in text
@@ -75,3 +77,11 @@ def test_convert_resolves_overlap_by_painting_order(tmp_path):
     assert report.images_with_overlap == 1 and report.dropped_empty == 1
     assert [x["area"] for x in data["annotations"]] == [150, 300]
     assert data["annotations"][0]["bbox"] == [0.0, 0.0, 30.0, 5.0]
+
+
+def test_missing_image_size_read_from_file(tmp_path):
+    Image.new("RGB", (30, 20)).save(tmp_path / "x.png")
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "x.png"}], "annotations": []}))
+    (rec,) = read_entityseg(path, tmp_path)
+    assert (rec.height, rec.width) == (20, 30)

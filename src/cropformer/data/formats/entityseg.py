@@ -36,9 +36,15 @@ def records_from_coco(
     root = Path(image_root)
     records = []
     for img in data["images"]:
-        for key in ("id", "file_name", "height", "width"):
+        for key in ("id", "file_name"):
             if key not in img:
                 raise ValueError(f"{source}: image entry {img} lacks '{key}'")
+        if "height" not in img or "width" not in img:
+            # Some exporters omit the size: read it from the image header (EXIF applied).
+            from cropformer.data.decode import image_size
+
+            img = dict(img)
+            img["height"], img["width"] = image_size(root / img["file_name"])
         ents = []
         for ann in by_image.get(img["id"], []):
             if "segmentation" not in ann:
