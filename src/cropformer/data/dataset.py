@@ -63,6 +63,7 @@ class EntityDataset(Dataset):
         self.seed = seed
         self.pixel_transform = pixel_transform
         self.num_skipped = 0
+        self._bad: set[int] = set()  # known-bad indices of this worker: skipped silently later
 
     def __len__(self) -> int:
         return len(self.records)
@@ -80,6 +81,8 @@ class EntityDataset(Dataset):
         tries = len(self.records) if self.skip_bad_samples else 1
         for k in range(tries):
             i = (index + k) % len(self.records)
+            if i in self._bad:
+                continue
             try:
                 return self.load(i)
             except (SampleError, FileNotFoundError, ValueError, OSError) as e:
@@ -89,6 +92,7 @@ class EntityDataset(Dataset):
                         raise
                     raise SampleError(f"cannot load sample {rec.image_path}: {e}") from e
                 self.num_skipped += 1
+                self._bad.add(i)
                 warnings.warn(
                     f"skipping bad sample {rec.image_path} ({e}); {self.num_skipped} skipped "
                     "so far in this worker",

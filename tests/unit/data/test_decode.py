@@ -209,6 +209,7 @@ def test_bad_sample_raises_naming_file_or_is_skipped(tmp_path):
     with pytest.warns(UserWarning, match="missing.jpg"):
         s = skip[0]
     assert s["file_name"] == "good.png" and skip.num_skipped == 1
+    assert skip[0]["file_name"] == "good.png" and skip.num_skipped == 1  # no second warning
 
 
 def test_empty_image_and_empty_mask_entity(tmp_path):
