@@ -142,7 +142,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
-        if model.last_val_step != trainer.global_step and not trainer.fast_dev_run:
+        steps = _final_step(trainer, run_dir)
+        val_step = trainer.callback_metrics.get("val/step")
+        if (val_step is None or int(val_step) != steps) and not trainer.fast_dev_run:
             # the final weights were not evaluated yet (val interval not hit at the last step)
             trainer.validate(model=model, datamodule=datamodule, verbose=False)
         metrics.update(_stage_metrics(trainer, "val"))
@@ -156,18 +158,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "entity_ap": metrics.get("val/entity_ap", math.nan),
         **{k.replace("/", "_"): v for k, v in metrics.items()},
-        "steps": int(trainer.global_step),
+        "steps": _final_step(trainer, run_dir),
         "skipped_steps": int(getattr(model, "skipped_steps", 0)),
         "best_checkpoint": getattr(checkpoint_cb, "best_model_path", "") or None,
         "last_checkpoint": str(last) if last.is_file() else None,
         "run_dir": str(run_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
     }
+    _finish_loggers(objects["loggers"])
     if trainer.global_rank == 0:
         write_json(run_dir / "metrics.json", summary)
         if cfg.get("summary", True):
             _print_summary(summary)
     return summary
+
+
+def _final_step(trainer: L.Trainer, run_dir: Path) -> int:
+    """The last optimizer step; fork/spawn launchers leave the launching process at step 0."""
+    step = int(trainer.global_step)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if step == 0 and last.is_file():
+        import torch
+
+        step = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
+    return step
+
+
+def _finish_loggers(loggers: list[Any]) -> None:
+    """Close W&B runs so their files are complete (several runs may share one process)."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
 
 
 def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:

@@ -62,6 +62,12 @@ class PeriodicCheckpoint(Callback):
             trainer.save_checkpoint(self.dirpath / "last.ckpt")
             self._last_saved = step
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the final weights always end up in last.ckpt (all ranks call: saving has a barrier)
+        if trainer.global_step != self._last_saved and not getattr(trainer, "fast_dev_run", 0):
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            self._last_saved = trainer.global_step
+
 
 def _palette(n: int) -> np.ndarray:
     """Distinct colours for any number of entities (golden-ratio hue walk, no overflow)."""

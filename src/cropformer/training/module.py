@@ -8,6 +8,7 @@ composition, also for checkpoints written by ``torch.compile``d runs.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from cropformer.training.optim import (
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+# every rank logs the already-gathered metric values; Lightning's hint does not apply
+warnings.filterwarnings("ignore", message=".*sync_dist=True.*when logging on epoch level")
 
 NAN_POLICIES = ("raise", "skip")
 
@@ -236,6 +239,8 @@ class CropFormerModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metric("val")
         self.last_val_step = self.global_step
+        # travels back to the launching process with the metrics (fork/spawn launchers)
+        self.log("val/step", float(self.global_step), sync_dist=False, rank_zero_only=False)
 
     def on_test_epoch_end(self) -> None:
         self._log_metric("test")
