@@ -214,11 +214,19 @@ class CropFormerModule(L.LightningModule):
             )
         return str(path)
 
+    def _start_metric(self, stage: str) -> None:
+        path = self._annotation_file(stage)
+        if self._metric is not None and getattr(self, "_metric_file", None) == path:
+            self._metric.reset()  # keeps the parsed ground truth between validations
+        else:
+            self._metric = self._make_metric(path)
+            self._metric_file = path
+
     def on_validation_epoch_start(self) -> None:
-        self._metric = self._make_metric(self._annotation_file("val"))
+        self._start_metric("val")
 
     def on_test_epoch_start(self) -> None:
-        self._metric = self._make_metric(self._annotation_file("test"))
+        self._start_metric("test")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Any:  # type: ignore[override]
         predictions = self.predict_entities(batch)

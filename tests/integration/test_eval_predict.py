@@ -1,0 +1,107 @@
+"""A tiny checkpoint trained here goes through eval.py and predict.py end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _integration_helpers import TINY_DATA, run_script, tiny_cfg
+from PIL import Image
+
+from cropformer.cli.eval import evaluate
+from cropformer.cli.predict import predict
+from cropformer.cli.train import train
+from cropformer.evaluation.writers import read_id_map_png
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evalfit")
+    summary = train(tiny_cfg(tmp, data_dir=tmp / "data"))
+    return tmp, summary
+
+
+def test_eval_reproduces_the_metrics_logged_at_the_end_of_training(trained):
+    tmp, summary = trained
+    cfg = tiny_cfg(tmp, f"ckpt={summary['last_checkpoint']}", name="eval", data_dir=tmp / "data")
+    result = evaluate(cfg)
+    assert result["entity_num_images"] == 2
+    for key in ("entity_ap", "entity_ap50", "entity_ap75"):
+        assert result[key] == pytest.approx(summary[f"val_{key}"], abs=1e-6)
+    run_dir = Path(result["run_dir"])
+    assert json.loads((run_dir / "metrics.json").read_text())["entity_ap"] == result["entity_ap"]
+    results = json.loads((run_dir / "coco_instances_results.json").read_text())
+    assert all(r["category_id"] == 1 and "counts" in r["segmentation"] for r in results)
+
+
+def test_eval_ckpt_last_and_fusion_override(trained):
+    tmp, summary = trained
+    cfg = tiny_cfg(tmp, "ckpt=last", "fusion.decoder=B-O", name="eval", data_dir=tmp / "data")
+    result = evaluate(cfg)
+    assert result["checkpoint"] == str(Path(summary["last_checkpoint"]))
+    assert 0.0 <= result["entity_ap"] <= 100.0
+
+
+def test_eval_test_time_multirun(trained):
+    tmp, summary = trained
+    result = run_script(
+        "eval.py",
+        "-m",
+        f"ckpt={summary['last_checkpoint']}",
+        *TINY_DATA,
+        "extras.print_config=false",
+        "fusion.decoder=B-O,B-OC",
+        f"paths.log_dir={tmp}/logs",
+        f"paths.data_dir={tmp}/data",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = next((tmp / "logs" / "eval" / "multiruns").iterdir())
+    for job in ("0", "1"):
+        assert "entity_ap" in json.loads((sweep / job / "metrics.json").read_text())
+
+
+def test_predict_large_jpeg_alpha_png_and_unreadable_file(trained, tmp_path):
+    tmp, summary = trained
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    big[:, :1500] = (200, 40, 40)
+    big[:, 1500:] = (40, 40, 200)
+    big[700:1300, 1000:2000] = rng.integers(0, 255, (600, 1000, 3), dtype=np.uint8)
+    Image.fromarray(big).save(inputs / "big.jpg", quality=90)
+    rgba = np.zeros((300, 400, 4), np.uint8)
+    rgba[..., :3] = 120
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, mode="RGBA").save(inputs / "alpha.png")
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    out = tmp_path / "out"
+    cfg = tiny_cfg(
+        tmp,
+        f"ckpt={summary['last_checkpoint']}",
+        f"input={inputs}",
+        f"output={out}",
+        name="predict",
+    )
+    result = predict(cfg)
+    assert result["processed"] == 2 and result["skipped"] == 1
+    assert result["skipped_files"] == [str(inputs / "broken.jpg")]
+    for stem, (h, w) in {"big": (2000, 3000), "alpha": (300, 400)}.items():
+        ids = read_id_map_png(out / f"{stem}_ids.png")
+        assert ids.shape == (h, w)
+        overlay = Image.open(out / f"{stem}_overlay.png")
+        assert overlay.size[0] >= w
+        doc = json.loads((out / f"{stem}.json").read_text())
+        assert (doc["height"], doc["width"]) == (h, w)
+        assert {a["id"] for a in doc["annotations"]} <= set(np.unique(ids[ids >= 0]) + 1)
+
+
+def test_predict_cli_without_input_is_one_readable_error(trained):
+    tmp, summary = trained
+    result = run_script(
+        "predict.py", f"ckpt={summary['last_checkpoint']}", f"paths.log_dir={tmp}/logs"
+    )
+    assert result.returncode == 2
+    assert "input" in result.stderr and "Traceback" not in result.stderr
