@@ -10,6 +10,7 @@ notes) and ``results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -184,10 +185,8 @@ def set_threads(n: int) -> None:
     import torch
 
     torch.set_num_threads(n)
-    try:
+    with contextlib.suppress(RuntimeError):  # already set in this process
         torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set in this process
-        pass
 
 
 def timeit(fn: Callable[[], Any], warmup: int = 1, repeats: int = 2) -> dict[str, Any]:
@@ -235,7 +234,11 @@ def peak_rss_gb() -> float:
 def is_oom(exc: BaseException) -> bool:
     """An allocation failure (RLIMIT_AS or real)."""
     text = f"{type(exc).__name__}: {exc}"
-    return isinstance(exc, MemoryError) or "can't allocate memory" in text or "not enough memory" in text
+    return (
+        isinstance(exc, MemoryError)
+        or "can't allocate memory" in text
+        or "not enough memory" in text
+    )
 
 
 def run_isolated(

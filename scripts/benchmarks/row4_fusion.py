@@ -119,53 +119,83 @@ def measure(
     return out
 
 
-def run(quick: bool = False, device: str = "cpu", mem_limit_gb: float = 16.0) -> list[dict[str, Any]]:
+def run(
+    quick: bool = False, device: str = "cpu", mem_limit_gb: float = 16.0
+) -> list[dict[str, Any]]:
     """Two rows (4500x3000 and 8000x6000)."""
     rows = []
     sizes = [(3000, 4500), (6000, 8000)]
     for i, (H, W) in enumerate(sizes):
         check = [600, 900] if i == 0 else None
-        ours = run_isolated("row4_fusion", "measure", {"impl": "ours", "height": H, "width": W,
-                                                       "check_size": check})
-        ref = run_isolated("row4_fusion", "measure", {"impl": "official", "height": H, "width": W},
-                           mem_limit_gb=mem_limit_gb)
+        ours = run_isolated(
+            "row4_fusion", "measure", {"impl": "ours", "height": H, "width": W, "check_size": check}
+        )
+        ref = run_isolated(
+            "row4_fusion",
+            "measure",
+            {"impl": "official", "height": H, "width": W},
+            mem_limit_gb=mem_limit_gb,
+        )
         q_hw_gb = 100 * H * W * 4 / 1e9
         est = 4.8 + 11.9 * q_hw_gb
         if ref.get("oom"):
-            ref_txt = (f"OOM at {mem_limit_gb:.0f} GB cap after {fmt_s(ref['wall_s'])} "
-                       f"(needs ~{est:.0f} GB by the anchors' model)")
+            ref_txt = (
+                f"OOM at {mem_limit_gb:.0f} GB cap after {fmt_s(ref['wall_s'])} "
+                f"(needs ~{est:.0f} GB by the anchors' model)"
+            )
             ref_gb = None
         elif "error" in ref:
             ref_txt, ref_gb = f"error: {ref['error'][:120]}", None
         else:
-            ref_txt, ref_gb = f"{fmt_s(ref['time_s'])}, {fmt_gb(ref['peak_rss_gb'])}", ref["peak_rss_gb"]
+            ref_txt, ref_gb = (
+                f"{fmt_s(ref['time_s'])}, {fmt_gb(ref['peak_rss_gb'])}",
+                ref["peak_rss_gb"],
+            )
         if "error" in ours:
-            rows.append(make_row("4", f"Fusion {W}x{H}", reference=ref_txt, ours="failed: "
-                                 + ours["error"][:200], ratio=None, target=">= 3x less peak memory",
-                                 met=False, inputs=f"{W}x{H}, Q=100, 5 views"))
+            rows.append(
+                make_row(
+                    "4",
+                    f"Fusion {W}x{H}",
+                    reference=ref_txt,
+                    ours="failed: " + ours["error"][:200],
+                    ratio=None,
+                    target=">= 3x less peak memory",
+                    met=False,
+                    inputs=f"{W}x{H}, Q=100, 5 views",
+                )
+            )
             continue
         ratio = (ref_gb if ref_gb else max(est, mem_limit_gb)) / ours["peak_rss_gb"]
         check = ""
         if "check_id_equal" in ours:
-            check = (f"at 900x600 vs the official re-creation: id maps "
-                     f"{'equal' if ours['check_id_equal'] else 'DIFFERENT'}, output order "
-                     f"{'equal' if ours['check_order_equal'] else 'DIFFERENT'}, scores max |diff| "
-                     f"{ours['check_score_diff']:.1e}")
+            check = (
+                f"at 900x600 vs the official re-creation: id maps "
+                f"{'equal' if ours['check_id_equal'] else 'DIFFERENT'}, output order "
+                f"{'equal' if ours['check_order_equal'] else 'DIFFERENT'}, scores max |diff| "
+                f"{ours['check_score_diff']:.1e}"
+            )
         else:
             check = "equality checked at 900x600 (row above); the reference cannot run at this size"
-        rows.append(make_row(
-            "4", f"Fusion at full resolution {W}x{H} (peak RSS of the process)",
-            reference=ref_txt,
-            ours=f"{fmt_s(ours['time_s'])}, {fmt_gb(ours['peak_rss_gb'])}",
-            ratio=ratio,
-            target=">= 3x less peak memory",
-            met=bool(ratio >= 3.0),
-            inputs=f"{W}x{H}, Q=100, 5 views (800-short test size), fp32",
-            check=check,
-            note=("Reference memory = its measured peak, or when it does not fit the cap the "
-                  "larger of the cap and the anchors' memory model 4.8 GB + 11.9 x Q*H*W*4 B "
-                  "(a lower bound on the ratio)."),
-            ours_s=ours["time_s"], ours_peak_gb=ours["peak_rss_gb"], reference_peak_gb=ref_gb,
-            reference_oom=bool(ref.get("oom")),
-        ))
+        rows.append(
+            make_row(
+                "4",
+                f"Fusion at full resolution {W}x{H} (peak RSS of the process)",
+                reference=ref_txt,
+                ours=f"{fmt_s(ours['time_s'])}, {fmt_gb(ours['peak_rss_gb'])}",
+                ratio=ratio,
+                target=">= 3x less peak memory",
+                met=bool(ratio >= 3.0),
+                inputs=f"{W}x{H}, Q=100, 5 views (800-short test size), fp32",
+                check=check,
+                note=(
+                    "Reference memory = its measured peak, or when it does not fit the cap the "
+                    "larger of the cap and the anchors' memory model 4.8 GB + 11.9 x Q*H*W*4 B "
+                    "(a lower bound on the ratio)."
+                ),
+                ours_s=ours["time_s"],
+                ours_peak_gb=ours["peak_rss_gb"],
+                reference_peak_gb=ref_gb,
+                reference_oom=bool(ref.get("oom")),
+            )
+        )
     return rows

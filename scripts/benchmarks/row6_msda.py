@@ -78,7 +78,14 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
 
 def _failed(r: dict[str, Any]) -> dict[str, Any]:
     return make_row(
-        "6", "Deformable attention core", reference="-", ours="-", ratio=None,
-        target=">= 1.0x", met=None, inputs="800x1344", check="failed",
+        "6",
+        "Deformable attention core",
+        reference="-",
+        ours="-",
+        ratio=None,
+        target=">= 1.0x",
+        met=None,
+        inputs="800x1344",
+        check="failed",
         note=str(r.get("error"))[:300],
     )

@@ -1,0 +1,176 @@
+"""Row 5: entity AP over many large images, our metric vs stock pycocotools.
+
+Reference = what the official evaluation does with detectron2 (per output: Fortran-order uint8 copy
+of the binary mask, ``pycocotools.mask.encode``; results without boxes; ``COCOeval(segm)``).
+Ours = ``EntityAPMetric.update`` on the id maps (``EntityPrediction``) + ``compute`` (default
+backend). Both start from their natural prediction format (official: Q x H x W binary masks,
+built outside the timed region; ours: the H x W id map) and must give identical AP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from typing import Any
+
+from common import fmt_s, make_row, run_isolated
+
+
+def _grid_map(H: int, W: int, rows: int, cols: int, rng: Any, jitter: float) -> Any:
+    """Label map of rows x cols wavy cells (every cell non-empty)."""
+    import numpy as np
+
+    ys = np.arange(H, dtype=np.float32)[:, None]
+    xs = np.arange(W, dtype=np.float32)[None, :]
+    r = np.zeros((H, W), np.int32)
+    for i in range(1, rows):
+        amp, ph = jitter * H / rows, rng.uniform(0, 6.3)
+        r += ys >= i * H / rows + amp * np.sin(xs / W * 6 + ph)
+    c = np.zeros((H, W), np.int32)
+    for j in range(1, cols):
+        amp, ph = jitter * W / cols, rng.uniform(0, 6.3)
+        c += xs >= j * W / cols + amp * np.sin(ys / H * 5 + ph)
+    return r * cols + c
+
+
+def make_data(num_images: int, H: int, W: int, seed: int = 0) -> tuple[dict[str, Any], list[Any]]:
+    """GT (6 x 8 = 48 entities per image, COCO dict) and 100-output id maps (10 x 10 cells)."""
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    rng = np.random.default_rng(seed)
+    images, anns, preds = [], [], []
+    for i in range(num_images):
+        gt = _grid_map(H, W, 6, 8, rng, 0.1)
+        K = 48
+        rles = mask_util.encode(np.asfortranarray((gt[..., None] == np.arange(K)).astype(np.uint8)))
+        for rle in rles:
+            rle["counts"] = rle["counts"].decode("ascii")
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "segmentation": rle,
+                    "area": float(mask_util.area(rle)),
+                    "bbox": [float(v) for v in mask_util.toBbox(rle)],
+                }
+            )
+        images.append({"id": i + 1, "height": H, "width": W, "file_name": f"{i}.jpg"})
+        # predictions: a finer grid whose cells partly coincide with GT cells
+        pm = _grid_map(H, W, 10, 10, rng, 0.15).astype(np.int8)
+        scores = rng.uniform(0.05, 1.0, 100).astype(np.float32)
+        preds.append((pm, scores))
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "entity"}]}
+    return gt, preds
+
+
+def measure(impl: str, num_images: int, height: int, width: int) -> dict[str, Any]:
+    """Child: AP of one implementation; timed = encode + evaluate."""
+    import numpy as np
+    import torch
+
+    gt, preds = make_data(num_images, height, width)
+    t_total = 0.0
+    if impl == "ours":
+        from cropformer.evaluation.entity_ap import EntityAPMetric
+
+        metric = EntityAPMetric(gt)
+        for i, (pm, scores) in enumerate(preds):
+            pred = {
+                "id_map": torch.from_numpy(pm.astype(np.int32)),
+                "scores": torch.from_numpy(scores),
+                "query_indices": torch.arange(100),
+            }
+            t = time.perf_counter()
+            metric.update([pred], [i + 1])
+            t_total += time.perf_counter() - t
+        t = time.perf_counter()
+        res = metric.compute()
+        t_total += time.perf_counter() - t
+        ap = {"AP": res["entity_ap"], "AP50": res["entity_ap50"], "AP75": res["entity_ap75"]}
+    else:
+        from pycocotools import mask as mask_util
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        results = []
+        for i, (pm, scores) in enumerate(preds):
+            masks = pm[None] == np.arange(100, dtype=np.int8)[:, None, None]  # (Q, H, W) bool
+            t = time.perf_counter()
+            for k in range(100):
+                rle = mask_util.encode(np.array(masks[k][:, :, None], order="F", dtype="uint8"))[0]
+                rle["counts"] = rle["counts"].decode("utf-8")
+                results.append(
+                    {
+                        "image_id": i + 1,
+                        "category_id": 1,
+                        "segmentation": rle,
+                        "score": float(scores[k]),
+                    }
+                )
+            t_total += time.perf_counter() - t
+            del masks
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO()
+            coco.dataset = gt
+            coco.createIndex()
+            dt = coco.loadRes(results)
+            ev = COCOeval(coco, dt, "segm")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        t_total += time.perf_counter() - t
+        ap = {"AP": 100 * ev.stats[0], "AP50": 100 * ev.stats[1], "AP75": 100 * ev.stats[2]}
+    return {"time_s": t_total, **ap}
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
+    """One row."""
+    n, H, W = (20 if quick else 100), 1800, 2700
+    kw = {"num_images": n, "height": H, "width": W}
+    ours = run_isolated("row5_eval", "measure", {"impl": "ours", **kw})
+    ref = run_isolated("row5_eval", "measure", {"impl": "pycocotools", **kw})
+    if "error" in ours or "error" in ref:
+        return [
+            make_row(
+                "5",
+                "Entity AP",
+                reference="-",
+                ours="-",
+                ratio=None,
+                target=">= 3x, identical AP",
+                met=False,
+                inputs=f"{n} x {W}x{H}",
+                check="failed",
+                note=str(ours.get("error") or ref.get("error"))[:300],
+            )
+        ]
+    same = all(abs(ours[k] - ref[k]) < 1e-9 for k in ("AP", "AP50", "AP75"))
+    ratio = ref["time_s"] / ours["time_s"]
+    return [
+        make_row(
+            "5",
+            f"Entity AP over {n} images (encode + COCOeval)",
+            reference=f"pycocotools encode + COCOeval {fmt_s(ref['time_s'])}",
+            ours=fmt_s(ours["time_s"]),
+            ratio=ratio,
+            target=">= 3x, identical AP",
+            met=bool(ratio >= 3.0 and same),
+            inputs=f"{n} images of {W}x{H}, 48 GT entities and 100 predictions each",
+            check=(
+                f"AP / AP50 / AP75 ours {ours['AP']:.4f} / {ours['AP50']:.4f} / "
+                f"{ours['AP75']:.4f}, "
+                f"reference {ref['AP']:.4f} / {ref['AP50']:.4f} / {ref['AP75']:.4f} "
+                f"({'identical' if same else 'DIFFERENT'})"
+            ),
+            note="Peak RSS: ours {:.2f} GB, reference {:.2f} GB.".format(
+                ours["peak_rss_gb"], ref["peak_rss_gb"]
+            ),
+            ours_s=ours["time_s"],
+            reference_s=ref["time_s"],
+        )
+    ]

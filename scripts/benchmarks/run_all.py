@@ -1,0 +1,108 @@
+#!/usr/bin/env python
+"""Run the benchmarks and write ``benchmarks/results.md`` + ``benchmarks/results.json``.
+
+  python scripts/benchmarks/run_all.py [--only 1,4] [--quick] [--device cpu|cuda] [--out DIR]
+
+Rows (one module each under scripts/benchmarks/, each with ``run(quick, device) -> list[dict]``):
+  1  data loading vs the official loader steps     4  fusion at full resolution
+  2  Mask2Former mode vs transformers' Mask2Former  5  entity AP vs pycocotools
+  3  CropFormer cost, 3b end-to-end inference, 3c training step (vs the official anchors)
+  6  deformable attention core vs transformers'
+The results files are rewritten after every row, so an interrupted run keeps what it measured.
+``--device cuda`` runs the GPU module (absolute images/s and memory per model) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+
+#: Row id -> module, in the order they run (cheap first).
+ROWS: dict[str, str] = {
+    "6": "row6_msda",
+    "5": "row5_eval",
+    "4": "row4_fusion",
+    "1": "row1_data",
+    "2": "row2_network",
+    "3": "row3_cropformer",
+}
+ALIASES = {"3b": "3", "3c": "3"}
+
+
+def select(only: str | None) -> list[str]:
+    """Row ids to run, in run order (``--only 1,3b`` -> ['1', '3'])."""
+    if not only:
+        return list(ROWS)
+    wanted = set()
+    for part in only.split(","):
+        key = ALIASES.get(part.strip().lower(), part.strip().lower())
+        if key not in ROWS:
+            raise SystemExit(f"--only: unknown row {part!r}; choose from {sorted(ROWS)} or 3b, 3c")
+        wanted.add(key)
+    return [k for k in ROWS if k in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--only", default=None, help="comma-separated rows (1,2,3,3b,3c,4,5,6)")
+    p.add_argument("--quick", action="store_true", help="fewer images / repetitions")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--out", default=str(common.REPO / "benchmarks"))
+    args = p.parse_args(argv)
+    common.VERSIONS = common.versions()
+    command = "make bench" + (
+        f' ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
+    )
+    rows: list[dict[str, Any]] = []
+    if args.device == "cuda":
+        modules = ["gpu_models"]
+    else:
+        modules = [ROWS[k] for k in select(args.only)]
+    t_all = time.perf_counter()
+    for name in modules:
+        t = time.perf_counter()
+        print(f"[bench] {name} ...", flush=True)
+        try:
+            new = importlib.import_module(name).run(quick=args.quick, device=args.device)
+        except Exception as exc:  # noqa: BLE001 - keep the other rows
+            new = [
+                common.make_row(
+                    name,
+                    "failed",
+                    reference="-",
+                    ours="-",
+                    ratio=None,
+                    target="-",
+                    met=None,
+                    inputs="-",
+                    check="failed",
+                    note=f"{type(exc).__name__}: {exc}",
+                )
+            ]
+        for r in new:
+            r["versions"] = common.VERSIONS
+            r["device"] = args.device
+            print(
+                f"  {r['row']:>2} {r['what'][:70]:70s} ratio={r['ratio']} met={r['met']}",
+                flush=True,
+            )
+        rows.extend(new)
+        rows.sort(key=lambda r: (r["row"].rstrip("bc"), r["row"]))
+        common.write_results(rows, args.out, command)
+        print(f"[bench] {name} done in {time.perf_counter() - t:.0f} s", flush=True)
+    md = common.write_results(rows, args.out, command)
+    print(f"[bench] wrote {md} and results.json in {time.perf_counter() - t_all:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
