@@ -84,19 +84,36 @@ def id_map_to_rles(id_map: Tensor | np.ndarray, num_outputs: int | None = None) 
         raise ValueError(f"id_map must be (H, W), got shape {ids.shape}")
     if num_outputs is None:
         num_outputs = int(ids.max()) + 1 if ids.size else 0
-    ids_f = np.asfortranarray(ids)
     H, W = ids.shape
     empty = _json_ready(mask_util.encode(np.zeros((H, W), dtype=np.uint8, order="F")))
-    # areas by bincount (a sort-based unique is slow on 10+ megapixel maps)
-    flat = ids.ravel()
-    areas = np.bincount(flat[flat >= 0], minlength=num_outputs)
+    # One pass over the map in column-major (RLE) order: split it into runs of equal ids, then
+    # give each output its runs. Same counts as encoding every (H, W) mask ``id_map == k``, at
+    # the cost of one map pass instead of one per output (~5x faster for 100 outputs).
+    col = np.ascontiguousarray(ids.T).ravel()
+    n = col.size
+    change = np.flatnonzero(col[1:] != col[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [n]))
+    vals = col[starts]
+    keep = (vals >= 0) & (vals < num_outputs)
+    order = np.argsort(vals[keep], kind="stable")
+    starts, ends, vals = starts[keep][order], ends[keep][order], vals[keep][order]
+    bounds = np.searchsorted(vals, np.arange(num_outputs + 1))
     out: list[RLE] = []
     for k in range(num_outputs):
-        if areas[k] == 0:
+        a, b = bounds[k], bounds[k + 1]
+        if a == b:
             out.append(dict(empty))
             continue
-        m = (ids_f == k).view(np.uint8)  # Fortran-ordered like its input
-        out.append(_json_ready(mask_util.encode(m)))
+        s, e = starts[a:b], ends[a:b]
+        counts = np.empty(2 * (b - a) + 1, dtype=np.int64)
+        counts[0::2][: b - a] = s - np.concatenate(([0], e[:-1]))  # zeros before each run
+        counts[1::2] = e - s  # ones
+        counts[-1] = n - e[-1]  # trailing zeros (dropped when the mask ends with ones)
+        if counts[-1] == 0:
+            counts = counts[:-1]
+        rle = mask_util.frPyObjects({"size": [H, W], "counts": counts.tolist()}, H, W)
+        out.append(_json_ready(rle))
     return out
 
 
