@@ -155,8 +155,12 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     lines += ["", "## Checks and notes", ""]
     for r in rows:
         text = f"- **{r['row']} {r['what']}**: check: {r.get('check') or '-'}."
+        if r.get("produced_by") and r["produced_by"] != command:
+            text += f" (Measured by `{r['produced_by']}`.)"
         if r.get("note"):
             text += f" {r['note']}"
+        if r.get("diagnosis"):
+            text += f" **Why the target is missed:** {r['diagnosis']}"
         lines.append(text)
     return "\n".join(lines) + "\n"
 

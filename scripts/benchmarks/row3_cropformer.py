@@ -128,7 +128,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     reps = 1 if quick else 2
     # ---- 3c
     tr = {
-        n: run_isolated("row3_cropformer", "train_step", {"name": n, "repeats": reps})
+        n: run_isolated("row3_cropformer", "train_step", {"name": n, "repeats": 1})
         for n in ("cropformer_swint", "mask2former_swint")
     }
     for n, key, label in (

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import common  # noqa: E402
+import diagnosis  # noqa: E402
 
 #: Row id -> module, in the order they run (cheap first).
 ROWS: dict[str, str] = {
@@ -57,12 +59,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer images / repetitions")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", default=str(common.REPO / "benchmarks"))
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render results.md from results.json (e.g. after editing diagnosis.py)",
+    )
     args = p.parse_args(argv)
+    if args.render_only:
+        data = json.loads((Path(args.out) / "results.json").read_text())
+        rows = [diagnosis.annotate(r) for r in data["rows"]]
+        md = common.write_results(rows, args.out, data["command"])
+        print(f"[bench] re-rendered {md}")
+        return 0
     common.VERSIONS = common.versions()
-    command = "make bench" + (
+    command = run_command = "make bench" + (
         f' ARGS="{" ".join(argv or sys.argv[1:])}"' if (argv or sys.argv[1:]) else ""
     )
     rows: list[dict[str, Any]] = []
+    previous = Path(args.out) / "results.json"
+    if args.only and previous.is_file():
+        # a partial run replaces its own rows and keeps the others of the last full run
+        redo = set(select(args.only))
+        old = json.loads(previous.read_text())
+        rows = [r for r in old["rows"] if ALIASES.get(r["row"], r["row"]) not in redo]
+        command = old.get("command", command)
     if args.device == "cuda":
         modules = ["gpu_models"]
     else:
@@ -89,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ]
         for r in new:
+            r["produced_by"] = run_command
+            diagnosis.annotate(r)
             r["versions"] = common.VERSIONS
             r["device"] = args.device
             print(

@@ -69,3 +69,38 @@ def test_formatters() -> None:
     assert common.fmt_gb(None) == "-" and common.fmt_gb(1.234) == "1.23 GB"
     assert common.is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
     assert not common.is_oom(ValueError("bad shape"))
+
+
+def test_diagnosis_only_on_missed_targets() -> None:
+    import diagnosis
+
+    diagnosis.DIAGNOSES[("2", "network")] = "profile says X"
+    try:
+        missed = diagnosis.annotate(_row(met=False))
+        met = diagnosis.annotate(_row(met=True))
+    finally:
+        del diagnosis.DIAGNOSES[("2", "network")]
+    assert missed["diagnosis"] == "profile says X" and "diagnosis" not in met
+    text = common.render_markdown([missed], "make bench")
+    assert "Why the target is missed:** profile says X" in text
+
+
+def test_partial_run_keeps_other_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = [_row(), dict(_row(), row="3b", what="inference")]
+    common.write_results(old, tmp_path, "make bench")
+
+    class Fake:
+        @staticmethod
+        def run(quick: bool, device: str):
+            return [dict(_row(), row="3c", what="training step")]
+
+    monkeypatch.setitem(sys.modules, "row3_cropformer", Fake)
+    assert run_all.main(["--only", "3c", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["row"], r["what"]) for r in data["rows"]] == [
+        ("2", "network | inference"),
+        ("3c", "training step"),
+    ]
+    assert (
+        data["rows"][1]["produced_by"] == 'make bench ARGS="--only 3c --out ' + str(tmp_path) + '"'
+    )
