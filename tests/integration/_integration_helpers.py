@@ -47,9 +47,10 @@ def tiny_cfg(
     run = run or time.strftime("%H-%M-%S") + f"_{time.time_ns() % 10**9}"
     task = "train" if name == "train" else name
     overrides = [
-        *(TINY_RUN if name == "train" else TINY_DATA + ["extras.print_config=false"]),
+        *(TINY_RUN if name == "train" else ["extras.print_config=false"]),
+        *(TINY_DATA if name == "eval" else []),
         f"paths.log_dir={tmp}/logs",
-        f"paths.data_dir={data_dir or tmp / 'data'}",
+        *([f"paths.data_dir={data_dir or tmp / 'data'}"] if name != "predict" else []),
         f"paths.output_dir={tmp}/logs/{task}/runs/{run}",
         *extra,
     ]

@@ -54,7 +54,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
-    fusion = OmegaConf.to_container(cfg.get("fusion") or {}, resolve=True)
+    node = cfg.get("fusion")
+    fusion = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     module = load_module(checkpoint, fusion)  # type: ignore[arg-type]
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))

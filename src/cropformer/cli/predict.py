@@ -93,7 +93,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions"
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    fusion = OmegaConf.to_container(cfg.get("fusion") or {}, resolve=True)
+    node = cfg.get("fusion")
+    fusion = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     module = load_module(checkpoint, fusion)  # type: ignore[arg-type]
     settings = _test_settings(cfg, dict(getattr(module, "_data_config", None) or {}))
     device = str(cfg.get("device", "auto"))
