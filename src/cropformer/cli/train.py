@@ -198,7 +198,7 @@ def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:
     out = {}
     for key, value in trainer.callback_metrics.items():
         if key.startswith(f"{stage}/"):
-            out[key] = round(float(value), 4)
+            out[key] = float(value)
     return out
 
 
