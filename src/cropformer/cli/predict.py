@@ -105,6 +105,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         module.fusion,
         device=device,
         precision=str(cfg.get("precision", "32")),
+        view_chunk=cfg.get("view_chunk", "auto"),
         **settings,
     )
     write = cfg.get("write") or {}

@@ -71,6 +71,13 @@ class EntityPredictor:
             always works in float32).
         view_builder: builds the views of one image (default
             ``cropformer.data.views.build_eval_views``); injectable for tests.
+        view_chunk: views run through the backbone and pixel decoder at a time (``CropFormer``
+            networks only; the views are independent there, the result is the same up to float
+            rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the 5-view forward),
+            all at once on GPU; an int or None (all) forces it.
+
+    A ``CropFormer`` network is also called with ``aux=False``: the intermediate predictions of
+    the decoder are not kept (the losses need them, inference does not).
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class EntityPredictor:
         device: str | torch.device = "cpu",
         precision: str = "32",
         view_builder: Callable[..., dict[str, Any]] | None = None,
+        view_chunk: int | str | None = "auto",
     ) -> None:
         if short_side < 1 or max_size < short_side:
             raise ValueError(
@@ -118,6 +126,15 @@ class EntityPredictor:
 
             view_builder = build_eval_views
         self.view_builder = view_builder
+        if view_chunk == "auto":
+            view_chunk = 1 if self.device.type == "cpu" else None
+        if view_chunk is not None and (not isinstance(view_chunk, int) or view_chunk < 1):
+            raise ValueError(f"view_chunk={view_chunk!r} must be 'auto', None or an int >= 1")
+        self.net_kwargs: dict[str, Any] = {}
+        from cropformer.model.cropformer import CropFormer
+
+        if isinstance(net, CropFormer):
+            self.net_kwargs = {"aux": False, "view_chunk": view_chunk}
 
     def views(self, image: np.ndarray) -> dict[str, Any]:
         """The evaluation views of one (H, W, 3) uint8 image (images, boxes, view_sizes)."""
@@ -173,6 +190,7 @@ class EntityPredictor:
                     batch["images"].to(self.device),
                     num_views=num_views,
                     view_sizes=batch["view_sizes"].to(self.device),
+                    **self.net_kwargs,
                 )
             for i, pred in zip(members, self.fusion(outputs, batch)):
                 results[i] = pred

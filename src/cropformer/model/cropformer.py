@@ -102,6 +102,8 @@ class CropFormer(nn.Module):
         num_views: int = 1,
         view_sizes: Tensor | None = None,
         normalized: bool = False,
+        aux: bool = True,
+        view_chunk: int | None = None,
     ) -> Outputs:
         """Run both passes (or the image-level pass only in Mask2Former mode).
 
@@ -112,6 +114,12 @@ class CropFormer(nn.Module):
             view_sizes: unpadded (h, w) of each view; the padding is re-zeroed after
                 normalisation (official order: normalise, then pad).
             normalized: the images are already normalised and padded (e.g. the official tensor).
+            aux: return the intermediate predictions (``aux_outputs``, needed by the losses).
+                Inference passes False: each intermediate mask prediction is freed once used.
+            view_chunk: run the backbone and pixel decoder on this many views at a time (they
+                treat views independently; the outputs are the same up to float rounding).
+                ``None``: all views at once. 1 bounds the activation memory of multi-view
+                inference on CPU.
 
         Shape:
             images: (N, 3, H, W); view_sizes: (N, 2).
@@ -123,14 +131,28 @@ class CropFormer(nn.Module):
                 f"images has {images.shape[0]} views, not a positive multiple of "
                 f"num_views={num_views}"
             )
+        if view_chunk is not None and view_chunk < 1:
+            raise ValueError(f"view_chunk={view_chunk} must be >= 1 or None")
         x = self._pad(images.float()) if normalized else self.normalize(images, view_sizes)
-        features = self.backbone(x)
-        mask_features, multi_scale = self.pixel_decoder(features)
-        image_level, states = self.decoder.forward_image_level(multi_scale, mask_features)
+        mask_features, multi_scale = self.encode(x, view_chunk)
+        image_level, states = self.decoder.forward_image_level(multi_scale, mask_features, aux)
         out: Outputs = {"image_level": image_level}
         if self.association is not None:
             queries = self.association(states, self.decoder.query_pos.weight, num_views)
             out["batch_level"] = self.decoder.forward_batch_level(
-                queries, multi_scale, mask_features, num_views
+                queries, multi_scale, mask_features, num_views, aux
             )
         return out
+
+    def encode(self, x: Tensor, view_chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Backbone and pixel decoder, optionally ``view_chunk`` views at a time.
+
+        Shape: x (N, 3, H, W) normalised and padded; returns mask_features (N, C, H/4, W/4) and
+        the multi-scale features (N, C, h_l, w_l), lowest resolution first.
+        """
+        if view_chunk is None or view_chunk >= x.shape[0]:
+            return self.pixel_decoder(self.backbone(x))
+        parts = [self.pixel_decoder(self.backbone(c)) for c in x.split(view_chunk)]
+        mask_features = torch.cat([p[0] for p in parts])
+        multi_scale = [torch.cat(level) for level in zip(*(p[1] for p in parts))]
+        return mask_features, multi_scale

@@ -103,9 +103,12 @@ class MaskedAttentionDecoder(nn.Module):
 
     # ------------------------------------------------------------------ passes
     def forward_image_level(
-        self, features: list[Tensor], mask_features: Tensor
+        self, features: list[Tensor], mask_features: Tensor, aux: bool = True
     ) -> tuple[PassOutputs, Tensor]:
         """Decode every view on its own (official "2D" pass).
+
+        ``aux=False`` returns no ``aux_outputs`` and frees each intermediate prediction's masks as
+        soon as the next layer's attention mask is made (inference: ~Q*N*h*w*4 B per layer less).
 
         Shape:
             features: L tensors (N, C, h_l, w_l), lowest resolution first.
@@ -116,14 +119,23 @@ class MaskedAttentionDecoder(nn.Module):
         n = mask_features.shape[0]
         memory, pos, sizes = self._memory(features, num_views=1, view_code=False)
         queries = self.query_feat.weight[None].expand(n, -1, -1)
-        logits, masks, state = self._run(queries, memory, pos, sizes, mask_features[:, None])
+        logits, masks, state = self._run(
+            queries, memory, pos, sizes, mask_features[:, None], aux=aux
+        )
         out = _pack(logits, [m.squeeze(2) for m in masks])
         return out, state
 
     def forward_batch_level(
-        self, queries: Tensor, features: list[Tensor], mask_features: Tensor, num_views: int
+        self,
+        queries: Tensor,
+        features: list[Tensor],
+        mask_features: Tensor,
+        num_views: int,
+        aux: bool = True,
     ) -> PassOutputs:
         """Decode the T views of each image jointly (official "3D" pass), same weights.
+
+        ``aux=False``: no ``aux_outputs`` (see :meth:`forward_image_level`).
 
         Shape:
             queries: (B, Q, C) initial query states (the association's output).
@@ -136,7 +148,7 @@ class MaskedAttentionDecoder(nn.Module):
             raise ValueError(f"{n} views is not a multiple of num_views={num_views}")
         memory, pos, sizes = self._memory(features, num_views=num_views, view_code=True)
         mf = mask_features.view(n // num_views, num_views, c, h, w)
-        logits, masks, _ = self._run(queries, memory, pos, sizes, mf)
+        logits, masks, _ = self._run(queries, memory, pos, sizes, mf, aux=aux)
         return _pack(logits, masks)
 
     def forward(self, features: list[Tensor], mask_features: Tensor) -> PassOutputs:
@@ -181,8 +193,10 @@ class MaskedAttentionDecoder(nn.Module):
         pos: list[Tensor],
         sizes: list[tuple[int, int]],
         mask_features: Tensor,
+        aux: bool = True,
     ) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Predict from the raw queries, then after each masked-attention layer.
+        """Predict from the raw queries, then after each masked-attention layer (only the last
+        prediction is kept when ``aux`` is False).
 
         Shape:
             queries: (B, Q, C); memory[l]: (B, T*h_l*w_l, C); pos[l]: (1, T*h_l*w_l, C);
@@ -208,6 +222,9 @@ class MaskedAttentionDecoder(nn.Module):
             cls, mask, attn_mask = self._heads(
                 x, mask_features, sizes[(i + 1) % self.num_feature_levels]
             )
+            if not aux:
+                logits.clear()
+                masks.clear()
             logits.append(cls)
             masks.append(mask)
         return logits, masks, x

@@ -1,8 +1,10 @@
 """Mask2Former's pixel decoder: a deformable-attention encoder over strides 8/16/32 plus one
 FPN step to stride 4 and the 1x1 ``mask_features`` projection.
 
-The whole forward runs in fp32 even under autocast (official: deformable attention has no
-half-precision path there; it also keeps the mask features precise).
+By default the whole forward runs in fp32 even under autocast (official: deformable attention has
+no half-precision path there; it also keeps the mask features precise); ``force_fp32=False`` lets
+autocast run it in bf16/fp16 like the rest of the network. ``grad_checkpointing=True`` recomputes
+each encoder layer in the backward pass instead of keeping its activations (training memory).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import cast
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from cropformer.model.ms_deform_attn import MSDeformAttn
@@ -94,6 +97,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_encoder_levels: how many of the lowest-resolution features the encoder uses (3).
         common_stride: stride of ``mask_features`` (4).
         num_output_levels: multi-scale features handed to the decoder (3, lowest resolution first).
+        num_groups: GroupNorm groups (32).
+        force_fp32: run in fp32 under autocast (official). False: autocast applies here too
+            (bf16 training/inference ~2x faster on hardware with fast bf16; less precise).
+        grad_checkpointing: recompute the encoder layers in backward (same values and
+            gradients, less activation memory, one more encoder forward per step).
     """
 
     def __init__(
@@ -111,8 +119,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         common_stride: int = 4,
         num_output_levels: int = 3,
         num_groups: int = 32,
+        force_fp32: bool = True,  # parity: the official pixel decoder disables autocast
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
+        self.force_fp32 = force_fp32
+        self.grad_checkpointing = grad_checkpointing
         in_channels = list(in_channels)
         in_strides = list(in_strides)
         if len(in_channels) != len(in_strides):
@@ -197,10 +209,12 @@ class MSDeformAttnPixelDecoder(nn.Module):
         """
         if len(features) != len(self.in_strides):
             raise ValueError(f"expected {len(self.in_strides)} feature maps, got {len(features)}")
+        if not self.force_fp32:
+            return self._forward(list(features))
         with torch.autocast(device_type=features[0].device.type, enabled=False):
-            return self._forward_fp32([f.float() for f in features])
+            return self._forward([f.float() for f in features])
 
-    def _forward_fp32(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def _forward(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         enc_inputs = features[-self.num_encoder_levels :][::-1]  # lowest resolution first
         srcs, pos, shapes = [], [], []
         for level, (x, proj) in enumerate(zip(enc_inputs, self.input_proj)):
@@ -212,8 +226,17 @@ class MSDeformAttnPixelDecoder(nn.Module):
         src = torch.cat(srcs, 1)
         pos_all = torch.cat(pos, 1)
         ref = _reference_points(shapes, src.device).expand(src.shape[0], -1, -1, -1)
+        checkpoint = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.encoder_layers:
-            src = layer(src, pos_all, ref, shapes)
+            if checkpoint:
+                src = cast(
+                    Tensor,
+                    torch.utils.checkpoint.checkpoint(
+                        layer, src, pos_all, ref, shapes, use_reentrant=False
+                    ),
+                )
+            else:
+                src = layer(src, pos_all, ref, shapes)
         n = src.shape[0]
         out = [
             y.transpose(1, 2).reshape(n, self.conv_dim, h, w)

@@ -141,16 +141,19 @@ class CropFormerModule(L.LightningModule):
         self.last_val_step = -1
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: Batch) -> Outputs:
-        """Run the network on a collated batch. Shape: images (N, 3, H, W) with N = B * T."""
+    def forward(self, batch: Batch, aux: bool = True) -> Outputs:
+        """Run the network on a collated batch (``aux=False``: no intermediate predictions).
+
+        Shape: images (N, 3, H, W) with N = B * T.
+        """
         num_views = int(batch["boxes"].shape[1])
         return self._forward_impl(
-            batch["images"], num_views=num_views, view_sizes=batch["view_sizes"]
+            batch["images"], num_views=num_views, view_sizes=batch["view_sizes"], aux=aux
         )
 
     def predict_entities(self, batch: Batch) -> list[EntityPrediction]:
         """Network + multi-view fusion: one non-overlapping EntityPrediction per image."""
-        outputs = self(batch)
+        outputs = self(batch, aux=False)
         return self.fusion(outputs, batch)
 
     # ------------------------------------------------------------------ training

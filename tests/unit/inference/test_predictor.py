@@ -141,6 +141,8 @@ def test_input_conversion():
         ({"num_crops": -1}, "num_crops"),
         ({"crop_ratio": 1.5}, "crop_ratio"),
         ({"precision": "64"}, "precision"),
+        ({"view_chunk": 0}, "view_chunk"),
+        ({"view_chunk": "some"}, "view_chunk"),
     ],
 )
 def test_bad_arguments_raise(kwargs, match):
@@ -183,3 +185,16 @@ def test_real_tiny_models_any_size(tiny_nets, h, w):
         tiny_nets["mask2former_tiny"], MultiViewFusion(), short_side=64, max_size=128, num_crops=0
     )
     assert m2f.predict(img)["id_map"].shape == (h, w)
+
+
+def test_view_chunk_and_no_aux_give_the_same_prediction(tiny_nets):
+    """The memory options of a CropFormer predictor (aux off, 1 view at a time) change nothing."""
+    img = np.random.default_rng(1).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    net = tiny_nets["cropformer_tiny"]
+    lean = EntityPredictor(net, MultiViewFusion(), short_side=32, max_size=64)
+    assert lean.net_kwargs == {"aux": False, "view_chunk": 1}
+    full = EntityPredictor(net, MultiViewFusion(), short_side=32, max_size=64, view_chunk=None)
+    a, b = lean.predict(img), full.predict(img)
+    assert torch.equal(a["query_indices"], b["query_indices"])
+    torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+    assert (a["id_map"] != b["id_map"]).float().mean() < 1e-3

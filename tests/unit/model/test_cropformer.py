@@ -136,3 +136,24 @@ def test_tiny_configs_instantiate_and_run(name: str) -> None:
     out = net(_images(4), num_views=2, view_sizes=torch.tensor([[64, 96]] * 4))
     assert out["image_level"]["pred_masks"].shape == (4, net.num_queries, 16, 24)
     assert ("batch_level" in out) == (name == "cropformer_tiny")
+
+
+def test_inference_options_keep_the_final_predictions(net: CropFormer) -> None:
+    """aux=False drops only the intermediate predictions; view_chunk only changes the batching."""
+    net.eval()
+    images = _images(4, 32, 64)
+    with torch.no_grad():
+        ref = net(images, num_views=2)
+        lean = net(images, num_views=2, aux=False, view_chunk=1)
+        two = net(images, num_views=2, view_chunk=3)
+    for level in ("image_level", "batch_level"):
+        assert lean[level]["aux_outputs"] == []
+        assert len(two[level]["aux_outputs"]) == 3
+        for key in ("pred_logits", "pred_masks"):
+            torch.testing.assert_close(lean[level][key], ref[level][key], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(two[level][key], ref[level][key], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_view_chunk_is_rejected(net: CropFormer) -> None:
+    with pytest.raises(ValueError, match="view_chunk=0"):
+        net(_images(2), num_views=2, view_chunk=0)
