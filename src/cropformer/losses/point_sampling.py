@@ -132,23 +132,24 @@ def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
     x = (grid[..., 0] + 1) * (width / 2) - 0.5  # (R or 1, P)
     y = (grid[..., 1] + 1) * (height / 2) - 0.5
     x0, y0 = torch.floor(x), torch.floor(y)
-    x1, y1 = x0 + 1, y0 + 1
+    fx, fy = x - x0, y - y0
+    # integer arithmetic: float32 indices are inexact beyond 2^24 pixels
+    x0i, y0i = x0.long(), y0.long()
+    x1i, y1i = x0i + 1, y0i + 1
+    # per-axis weights, zero where that neighbour lies outside the mask (zero padding)
+    wx0 = (1 - fx) * ((x0i >= 0) & (x0i < width))
+    wx1 = fx * ((x1i >= 0) & (x1i < width))
+    wy0 = (1 - fy) * ((y0i >= 0) & (y0i < height))
+    wy1 = fy * ((y1i >= 0) & (y1i < height))
+    c0, c1 = x0i.clamp(0, width - 1), x1i.clamp(0, width - 1)
+    r0, r1 = y0i.clamp(0, height - 1) * width, y1i.clamp(0, height - 1) * width
+    # the 4 neighbours gathered at once: (R or 1, 4, P)
+    index = torch.stack((r0 + c0, r0 + c1, r1 + c0, r1 + c1), 1)
+    weight = torch.stack((wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1), 1)
+    index = index.reshape(index.shape[0], 1, 4 * num_points).expand(rows, channels, -1)
     flat = masks.reshape(rows, channels, height * width)
-    out = torch.zeros((rows, channels, num_points), dtype=torch.float32, device=masks.device)
-    corners = (
-        (x0, y0, (x1 - x) * (y1 - y)),
-        (x1, y0, (x - x0) * (y1 - y)),
-        (x0, y1, (x1 - x) * (y - y0)),
-        (x1, y1, (x - x0) * (y - y0)),
-    )
-    for cx, cy, weight in corners:
-        inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
-        # integer arithmetic: float32 indices are inexact beyond 2^24 pixels
-        index = cy.clamp(0, height - 1).long() * width + cx.clamp(0, width - 1).long()
-        index = index[:, None, :].expand(rows, channels, num_points)
-        values = torch.gather(flat, 2, index).float()
-        out += values * (weight * inside)[:, None, :]
-    return out
+    values = torch.gather(flat, 2, index).view(rows, channels, 4, num_points).float()
+    return (values * weight[:, None]).sum(2)
 
 
 def uncertain_point_coords(
@@ -163,7 +164,7 @@ def uncertain_point_coords(
 
     Draws ``int(num_points * oversample_ratio)`` uniform candidates per row, keeps the
     ``int(importance_sample_ratio * num_points)`` with the smallest ``|logit|`` (sampled from that
-    row's own prediction, in descending uncertainty), and appends the rest as fresh uniform points
+    row's own prediction; their order is unspecified), and appends the rest as fresh uniform points
     (two draws, kinds ``mask_loss_candidates`` then ``mask_loss_random``, as in the official code).
 
     Shape:
@@ -189,7 +190,9 @@ def uncertain_point_coords(
     num_random = num_points - num_uncertain
     candidates = point_source((rows, num_sampled, 2), logits.device, "mask_loss_candidates")
     uncertainty = -point_sample(logits.float(), candidates).abs()[:, 0]  # (R, num_sampled)
-    top = torch.topk(uncertainty, k=num_uncertain, dim=1).indices  # descending uncertainty
+    # The set of the most uncertain candidates, in no particular order (the losses average over
+    # the points; an unsorted top-k is ~2.5x faster on CPU than the official sorted one).
+    top = torch.topk(uncertainty, k=num_uncertain, dim=1, sorted=False).indices
     coords = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
         extra = point_source((rows, num_random, 2), logits.device, "mask_loss_random")
