@@ -153,14 +153,21 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
     lines += ["", "## Checks and notes", ""]
+    seen: dict[str, str] = {}  # note text -> the first row that printed it
     for r in rows:
-        text = f"- **{r['row']} {r['what']}**: check: {r.get('check') or '-'}."
+        label = f"{r['row']} {r['what']}"
+        text = f"- **{label}**: check: {r.get('check') or '-'}."
         if r.get("produced_by") and r["produced_by"] != command:
             text += f" (Measured by `{r['produced_by']}`.)"
-        if r.get("note"):
-            text += f" {r['note']}"
-        if r.get("diagnosis"):
-            text += f" **Why the target is missed:** {r['diagnosis']}"
+        for key, prefix in (("note", ""), ("diagnosis", "**Why the target is missed:** ")):
+            body = r.get(key)
+            if not body:
+                continue
+            if body in seen:
+                text += f" {prefix or 'Note: '}as for *{seen[body]}* above."
+            else:
+                seen[body] = label
+                text += f" {prefix}{body}"
         lines.append(text)
     return "\n".join(lines) + "\n"
 
