@@ -9,10 +9,23 @@ autocast (the official pixel decoder disables autocast as a whole).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def _check_shapes(
+    value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor
+) -> None:
+    """ValueError when the levels of ``spatial_shapes`` disagree with the inputs."""
+    L = sampling_locations.shape[3]
+    if len(spatial_shapes) != L:
+        raise ValueError(f"spatial_shapes has {len(spatial_shapes)} levels, locations have {L}")
+    total = sum(int(h) * int(w) for h, w in spatial_shapes)
+    if total != value.shape[1]:
+        raise ValueError(f"value has {value.shape[1]} tokens, spatial_shapes sum to {total}")
 
 
 def ms_deform_attn_core(
@@ -36,13 +49,10 @@ def ms_deform_attn_core(
         attention_weights: (N, Lq, M, L, P).
         returns (N, Lq, M*D).
     """
+    _check_shapes(value, spatial_shapes, sampling_locations)
     N, _, M, D = value.shape
     _, Lq, _, L, P, _ = sampling_locations.shape
-    if len(spatial_shapes) != L:
-        raise ValueError(f"spatial_shapes has {len(spatial_shapes)} levels, locations have {L}")
     sizes = [h * w for h, w in spatial_shapes]
-    if sum(sizes) != value.shape[1]:
-        raise ValueError(f"value has {value.shape[1]} tokens, spatial_shapes sum to {sum(sizes)}")
     value_levels = value.split(sizes, dim=1)
     grids = 2 * sampling_locations - 1
     samples = []
@@ -58,6 +68,317 @@ def ms_deform_attn_core(
     weights = attention_weights.transpose(1, 2).reshape(N * M, 1, Lq, L * P)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Lq)
     return out.view(N, M * D, Lq).transpose(1, 2).contiguous()
+
+
+# Byte budget of the per-chunk transients (corner indices, weights, sort buffers, dot products).
+_CHUNK_BYTES = 256 * 2**20
+# Bags (query x head) per gather + bmm step of the backward on CPU: the gathered corner rows
+# (bags x L*P*4 x D) stay in cache between the gather and the product.
+_CPU_DOT_BAGS = 1024
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """Compute dtype: half types are computed (and accumulated) in fp32."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _Levels:
+    """Geometry of the zero-padded value table used by the gather core.
+
+    Every level map gets a 1-pixel zero border, so the 4 corners of any point whose top-left
+    corner lies in [-1, h-1] x [-1, w-1] are rows of the table (no per-corner bounds checks);
+    points further out get weight 0. Table rows are ordered (n, m, level, y, x).
+
+    Shape: wh (L, 1, 2) as (w, h); corner_offsets (L, 1, 4); head_base (N, M, L).
+    """
+
+    def __init__(
+        self, spatial_shapes: list[tuple[int, int]], N: int, M: int, dtype: torch.dtype, device
+    ) -> None:
+        self.shapes = spatial_shapes
+        self.padded = [(h + 2) * (w + 2) for h, w in spatial_shapes]
+        self.starts = [sum(self.padded[:i]) for i in range(len(spatial_shapes))]
+        self.size = sum(self.padded)  # Sp: padded tokens per (n, m)
+        self.rows = N * M * self.size
+        L = len(spatial_shapes)
+        hw = torch.tensor(spatial_shapes, dtype=torch.long, device=device)
+        w = hw[:, 1]
+        # integer positions are exact in the float dtype below 2**24 (fp32) / 2**53 (fp64)
+        exact = 2**24 if dtype != torch.float64 else 2**53
+        self.coord_dtype = dtype if max(self.padded) < exact else torch.float64
+        self.wh = hw.flip(-1).to(dtype).view(L, 1, 2)
+        self.row_stride = (w + 2).to(self.coord_dtype).view(L, 1)
+        self.centre = (w + 3).to(self.coord_dtype).view(L, 1)  # row of pixel (0, 0)
+        zero = torch.zeros_like(w)
+        self.corner_offsets = torch.stack((zero, zero + 1, w + 2, w + 3), -1).view(L, 1, 4)
+        starts = torch.tensor(self.starts, dtype=torch.long, device=device)
+        nm = torch.arange(N * M, dtype=torch.long, device=device).view(N, M, 1)
+        self.head_base = nm * self.size + starts.view(1, 1, L)
+
+
+def _padded_table(value: Tensor, lv: _Levels, dtype: torch.dtype) -> Tensor:
+    """(N, S, M, D) values -> zero-bordered (N*M*Sp, D) table in ``dtype``."""
+    N, _, M, D = value.shape
+    table = value.new_zeros(N, M, lv.size, D, dtype=dtype)
+    s0 = 0
+    for (h, w), ps in zip(lv.shapes, lv.starts):
+        dst = table[:, :, ps : ps + (h + 2) * (w + 2)].view(N, M, h + 2, w + 2, D)
+        dst[:, :, 1:-1, 1:-1] = value[:, s0 : s0 + h * w].view(N, h, w, M, D).permute(0, 3, 1, 2, 4)
+        s0 += h * w
+    return table.view(-1, D)
+
+
+def _unpad_grad(grad_table: Tensor, lv: _Levels, N: int, M: int, D: int) -> Tensor:
+    """Gradient of the padded table -> gradient of value (N, S, M, D) (the border is dropped)."""
+    g = grad_table.view(N, M, lv.size, D)
+    parts = []
+    for (h, w), ps in zip(lv.shapes, lv.starts):
+        blk = g[:, :, ps : ps + (h + 2) * (w + 2)].view(N, M, h + 2, w + 2, D)
+        parts.append(blk[:, :, 1:-1, 1:-1].permute(0, 2, 3, 1, 4).reshape(N, h * w, M, D))
+    return torch.cat(parts, 1)
+
+
+class _Points:
+    """Top-left corner row, fractional offsets and masked attention of a chunk of points.
+
+    Shape (R rows = flattened (n, query) pairs of the chunk): anchor (R, M, L, P) int64 rows
+    of the padded table; frac (R, M, L, P, 2) as (fx, fy); weight (R, M, L, P) = attention,
+    0 for points with no corner on the map.
+    """
+
+    def __init__(self, loc: Tensor, attn: Tensor, row0: int, num_queries: int, lv: _Levels):
+        R = loc.shape[0]
+        # pixel-centre coordinates (align_corners=False): location 0 = left edge = -0.5
+        xy = torch.addcmul(loc.new_tensor(-0.5), loc, lv.wh)
+        xy0 = xy.floor()
+        self.frac = xy - xy0
+        top_left = torch.minimum(xy0.clamp(min=-1), lv.wh - 1)
+        inside = (top_left == xy0).all(-1)
+        top_left = top_left.to(lv.coord_dtype)
+        pos = torch.addcmul(top_left[..., 0] + lv.centre, top_left[..., 1], lv.row_stride)
+        n = torch.arange(row0, row0 + R, device=loc.device) // num_queries
+        self.anchor = pos.long().add_(lv.head_base.index_select(0, n)[..., None])
+        self.weight = attn * inside
+        self.inside = inside
+
+    def corner_weights(self, with_attention: bool = True) -> tuple[Tensor, Tensor]:
+        """(wx, wy), each (R, M, L, P, 2): bilinear factors along x and y (wy x weight)."""
+        fx, fy = self.frac.unbind(-1)
+        wx = torch.stack((1 - fx, fx), -1)
+        wy = torch.stack((1 - fy, fy), -1)
+        if with_attention:
+            wy = wy * self.weight[..., None]
+        return wx, wy
+
+    def corner_rows(self, lv: _Levels) -> Tensor:
+        """Rows of the 4 corners, ordered (y0, x0), (y0, x0+1), (y0+1, x0), (y0+1, x0+1)."""
+        return self.anchor[..., None] + lv.corner_offsets
+
+
+def _chunk_rows(num_rows: int, per_row_bytes: int) -> int:
+    return max(1, min(num_rows, _CHUNK_BYTES // max(1, per_row_bytes)))
+
+
+def _flat_inputs(
+    value: Tensor, sampling_locations: Tensor, attention_weights: Tensor
+) -> tuple[torch.dtype, Tensor, Tensor]:
+    N, Lq, M, L, P, _ = sampling_locations.shape
+    cdt = _opmath(value.dtype)
+    loc = sampling_locations.to(cdt).reshape(N * Lq, M, L, P, 2)
+    attn = attention_weights.to(cdt).reshape(N * Lq, M, L, P)
+    return cdt, loc, attn
+
+
+def _gather_forward(
+    value: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """The gather forward (no autograd): one weighted ``embedding_bag`` per chunk of queries."""
+    N, _, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    cdt, loc, attn = _flat_inputs(value, sampling_locations, attention_weights)
+    lv = _Levels(spatial_shapes, N, M, cdt, value.device)
+    table = _padded_table(value, lv, cdt)
+    K = L * P * 4
+    out = torch.empty(N * Lq * M, D, dtype=cdt, device=value.device)
+    step = _chunk_rows(N * Lq, M * K * 24)
+    for r0 in range(0, N * Lq, step):
+        r1 = min(N * Lq, r0 + step)
+        pts = _Points(loc[r0:r1], attn[r0:r1], r0, Lq, lv)
+        wx, wy = pts.corner_weights()
+        weights = wy[..., :, None] * wx[..., None, :]
+        out[r0 * M : r1 * M] = F.embedding_bag(
+            pts.corner_rows(lv).view(-1, K),
+            table,
+            per_sample_weights=weights.view(-1, K),
+            mode="sum",
+        )
+    return out.view(N, Lq, M * D).to(value.dtype)
+
+
+class _GatherMSDeformAttn(torch.autograd.Function):
+    """Gather forward; analytic, chunked backward. Saves only the three inputs."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        value: Tensor,
+        spatial_shapes: list[tuple[int, int]],
+        sampling_locations: Tensor,
+        attention_weights: Tensor,
+    ) -> Tensor:
+        ctx.spatial_shapes = spatial_shapes
+        ctx.save_for_backward(value, sampling_locations, attention_weights)
+        return _gather_forward(value, spatial_shapes, sampling_locations, attention_weights)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        value, sampling_locations, attention_weights = ctx.saved_tensors
+        need_v, _, need_loc, need_attn = ctx.needs_input_grad
+        gv, gl, ga = _gather_backward(
+            grad_out,
+            value,
+            ctx.spatial_shapes,
+            sampling_locations,
+            attention_weights,
+            need_v,
+            need_loc or need_attn,
+        )
+        return gv, None, gl if need_loc else None, ga if need_attn else None
+
+
+def _gather_backward(
+    grad_out: Tensor,
+    value: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    need_value: bool,
+    need_points: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients of the gather core, chunked over queries.
+
+    value: each point sends weight x output gradient to its 4 corners. Points are sorted by
+    top-left corner and one ``embedding_bag`` per corner sums the output-gradient rows of each
+    corner row (a transposed gather: no scatter, parallel); the 4 results are shifted onto
+    their corners. locations / weights: from the dot products of the output gradient with the
+    4 corner values of each point (gather + bmm), as the bilinear derivative.
+    """
+    N, S, M, D = value.shape
+    _, Lq, _, L, P, _ = sampling_locations.shape
+    cdt, loc, attn = _flat_inputs(value, sampling_locations, attention_weights)
+    lv = _Levels(spatial_shapes, N, M, cdt, value.device)
+    table = _padded_table(value, lv, cdt) if need_points else None
+    go = grad_out.to(cdt).reshape(N * Lq * M, D)
+    K = L * P * 4
+    grad_table = torch.zeros(lv.rows, D, dtype=cdt, device=value.device) if need_value else None
+    grad_loc = torch.empty_like(loc) if need_points else None
+    grad_attn = torch.empty_like(attn) if need_points else None
+    key_dtype = torch.int32 if lv.rows < 2**31 else torch.long
+    step = _chunk_rows(N * Lq, M * K * 40)
+    for r0 in range(0, N * Lq, step):
+        r1 = min(N * Lq, r0 + step)
+        pts = _Points(loc[r0:r1], attn[r0:r1], r0, Lq, lv)
+        g = go[r0 * M : r1 * M]
+        if grad_table is not None:
+            wx, wy = pts.corner_weights()
+            weights = (wy[..., :, None] * wx[..., None, :]).view(-1, 4)
+            _scatter_corners(grad_table, pts.anchor.view(-1).to(key_dtype), weights, g, lv, L * P)
+        if grad_loc is not None and grad_attn is not None and table is not None:
+            dots = _corner_dots(table, pts.corner_rows(lv).view(-1, K), g)
+            d = dots.view(*pts.anchor.shape, 2, 2)  # (..., dy, dx)
+            wx, wy = pts.corner_weights(with_attention=False)
+            along_x = (d * wx[..., None, :]).sum(-1)  # (..., dy)
+            grad_attn[r0:r1] = (along_x * wy).sum(-1).mul_(pts.inside)
+            gx = ((d[..., 1] - d[..., 0]) * wy).sum(-1)
+            gy = ((d[..., 1, :] - d[..., 0, :]) * wx).sum(-1)
+            # d(pixel x)/d(location x) = w, d(pixel y)/d(location y) = h
+            grad_loc[r0:r1] = torch.stack((gx, gy), -1).mul_(pts.weight[..., None]).mul_(lv.wh)
+    gv = None if grad_table is None else _unpad_grad(grad_table, lv, N, M, D).to(value.dtype)
+    gl = None if grad_loc is None else grad_loc.view(sampling_locations.shape)
+    ga = None if grad_attn is None else grad_attn.view(attention_weights.shape)
+    return (
+        gv,
+        None if gl is None else gl.to(sampling_locations.dtype),
+        None if ga is None else ga.to(attention_weights.dtype),
+    )
+
+
+def _scatter_corners(
+    grad_table: Tensor,
+    anchor: Tensor,
+    weights: Tensor,
+    grad_rows: Tensor,
+    lv: _Levels,
+    per_bag: int,
+) -> None:
+    """grad_table[anchor + corner offset] += weight x grad_rows[bag of the point], all corners.
+
+    Shape: anchor (n,) top-left rows; weights (n, 4); grad_rows (n / per_bag, D).
+    """
+    sorted_rows, order = anchor.sort()
+    counts = torch.bincount(sorted_rows, minlength=lv.rows)
+    starts = counts.cumsum(0).sub_(counts)
+    bags = order.div(per_bag, rounding_mode="floor")
+    weights = weights.index_select(0, order)
+    D = grad_table.shape[1]
+    NM = lv.rows // lv.size
+    dst = grad_table.view(NM, lv.size, D)
+    for c in range(4):
+        per_row = F.embedding_bag(
+            bags, grad_rows, starts, per_sample_weights=weights[:, c].contiguous(), mode="sum"
+        ).view(NM, lv.size, D)
+        for (h, w), ps in zip(lv.shapes, lv.starts):
+            pe = ps + (h + 2) * (w + 2)
+            o = (0, 1, w + 2, w + 3)[c]
+            dst[:, ps + o : pe] += per_row[:, ps : pe - o]
+
+
+def _corner_dots(table: Tensor, rows: Tensor, grad_rows: Tensor) -> Tensor:
+    """<grad_rows[b], table[rows[b, k]]> for every bag b and corner k. Shape: rows (B, K) ->
+    (B, K); grad_rows (B, D)."""
+    B, K = rows.shape
+    D = table.shape[1]
+    dots = torch.empty(B, K, dtype=table.dtype, device=table.device)
+    step = _CPU_DOT_BAGS if table.device.type == "cpu" else max(1, _CHUNK_BYTES // (K * D * 4))
+    for b0 in range(0, B, step):
+        b1 = min(B, b0 + step)
+        corners = table.index_select(0, rows[b0:b1].reshape(-1)).view(b1 - b0, K, D)
+        torch.bmm(corners, grad_rows[b0:b1, :, None], out=dots[b0:b1, :, None])
+    return dots
+
+
+def ms_deform_attn_core_gather(
+    value: Tensor,
+    spatial_shapes: list[tuple[int, int]],
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Same result as :func:`ms_deform_attn_core`, computed by gathering the 4 corner rows of
+    every sampling point (one weighted ``embedding_bag`` per chunk) instead of ``grid_sample``.
+
+    Backward is analytic and chunked: only the three inputs are saved for it (never a
+    (N*M, D, Lq, L*P) stack). Half types are computed in fp32 and cast back.
+
+    Shape:
+        value: (N, S, M, D) with S = sum of h*w, M heads, D channels per head.
+        sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y), 0 = left/top edge.
+        attention_weights: (N, Lq, M, L, P).
+        returns (N, Lq, M*D).
+    """
+    _check_shapes(value, spatial_shapes, sampling_locations)
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes]
+    if torch.is_grad_enabled() and (
+        value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
+    ):
+        out: Tensor = _GatherMSDeformAttn.apply(
+            value, shapes, sampling_locations, attention_weights
+        )
+        return out
+    return _gather_forward(value, shapes, sampling_locations, attention_weights)
 
 
 class MSDeformAttn(nn.Module):
