@@ -1,11 +1,16 @@
-"""Deformable attention: the grid_sample core against a direct per-point bilinear reference."""
+"""Deformable attention: the grid_sample core against a direct per-point bilinear reference,
+and the gather core against the grid_sample core (outputs, gradients, dtypes)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cropformer.model.ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from cropformer.model.ms_deform_attn import (
+    MSDeformAttn,
+    ms_deform_attn_core,
+    ms_deform_attn_core_gather,
+)
 from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
 
 
@@ -110,3 +115,165 @@ def test_pixel_decoder_rejects_bad_config() -> None:
     dec = MSDeformAttnPixelDecoder([8, 16, 32, 64], conv_dim=32, mask_dim=32, num_encoder_layers=1)
     with pytest.raises(ValueError, match="feature maps"):
         dec([torch.randn(1, 8, 8, 8)])
+
+
+# ---------------------------------------------------------------- gather core vs grid_sample core
+
+# fp32: both cores sum the same L*P*4 products in different orders
+FP32_TOL = {"rtol": 1e-5, "atol": 2e-6}
+
+
+def _gather_case(dtype=torch.float32, seed=0, n=2, lq=7, m=3, d=5, p=3):
+    """Random inputs over 3 levels with odd sizes; ~1/4 of the points lie outside the map."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(5, 7), (3, 1), (1, 4)]
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g, dtype=dtype)
+    loc = torch.rand(n, lq, m, len(shapes), p, 2, generator=g, dtype=dtype) * 1.6 - 0.3
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g, dtype=dtype)
+    return value, shapes, loc, weights
+
+
+def _forward_backward(core, value, shapes, loc, weights, grad_out):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (value, loc, weights)]
+    out = core(leaves[0], shapes, leaves[1], leaves[2])
+    out.backward(grad_out)
+    return (out.detach(), *(t.grad for t in leaves))
+
+
+def test_gather_forward_equals_grid_sample_random_points() -> None:
+    value, shapes, loc, weights = _gather_case()
+    torch.testing.assert_close(
+        ms_deform_attn_core_gather(value, shapes, loc, weights),
+        ms_deform_attn_core(value, shapes, loc, weights),
+        **FP32_TOL,
+    )
+
+
+def test_gather_forward_equals_grid_sample_on_pixel_centres_and_edges() -> None:
+    value, shapes, loc, weights = _gather_case(dtype=torch.float64)
+    n, lq, m, num_levels, p, _ = loc.shape
+    gen = torch.Generator().manual_seed(5)
+    # pixel centres (k + 0.5) / size, integer pixel coordinates (pixel edges) k / size, the
+    # map borders 0 and 1, and points just / far outside
+    for level, (h, w) in enumerate(shapes):
+        size = torch.tensor([w, h], dtype=torch.float64)
+        k = torch.randint(-1, max(h, w) + 2, (n, lq, m, p, 2), generator=gen)
+        shift = torch.tensor([0.5, 0.0], dtype=torch.float64)[torch.arange(lq) % 2]
+        loc[:, :, :, level] = (k + shift[None, :, None, None, None]) / size
+    loc[0, 0, 0, 0, 0] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    loc[0, 0, 0, 0, 1] = torch.tensor([-1e-9, 5.0], dtype=torch.float64)
+    loc[0, 0, 0, 0, 2] = torch.tensor([1e6, -1e6], dtype=torch.float64)
+    out = ms_deform_attn_core_gather(value, shapes, loc, weights)
+    torch.testing.assert_close(out, ms_deform_attn_core(value, shapes, loc, weights))
+    # on the kinks of the bilinear interpolation the location gradient is one-sided: the
+    # gather core rounds coordinates as grid_sample does, so it takes the same side (fp32)
+    value, loc, weights = value.float(), loc.float(), weights.float()
+    grad_out = torch.randn(n, lq, m * value.shape[-1], generator=gen)
+    ours = _forward_backward(ms_deform_attn_core_gather, value, shapes, loc, weights, grad_out)
+    ref = _forward_backward(ms_deform_attn_core, value, shapes, loc, weights, grad_out)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5)
+
+
+def test_gather_gradients_equal_grid_sample() -> None:
+    value, shapes, loc, weights = _gather_case(seed=1)
+    grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    ours = _forward_backward(ms_deform_attn_core_gather, value, shapes, loc, weights, grad_out)
+    ref = _forward_backward(ms_deform_attn_core, value, shapes, loc, weights, grad_out)
+    for name, a, b in zip(("out", "value", "locations", "weights"), ours, ref):
+        # location gradients scale with the map size (d pixel / d location = w or h)
+        tol = {"rtol": 1e-5, "atol": 2e-5} if name == "locations" else FP32_TOL
+        torch.testing.assert_close(a, b, **tol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_gather_gradients_when_only_some_inputs_require_grad() -> None:
+    value, shapes, loc, weights = _gather_case(seed=2)
+    grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    ref = _forward_backward(ms_deform_attn_core, value, shapes, loc, weights, grad_out)
+    for i in range(3):
+        inputs = [value, loc, weights]
+        inputs[i] = inputs[i].clone().requires_grad_(True)
+        out = ms_deform_attn_core_gather(inputs[0], shapes, inputs[1], inputs[2])
+        out.backward(grad_out)
+        torch.testing.assert_close(inputs[i].grad, ref[1 + i], rtol=1e-5, atol=2e-5)
+
+
+def test_gather_passes_gradcheck_float64() -> None:
+    value, shapes, loc, weights = _gather_case(dtype=torch.float64, n=1, lq=3, m=2, d=2, p=2)
+    inputs = tuple(t.requires_grad_(True) for t in (value, loc, weights))
+    assert torch.autograd.gradcheck(
+        lambda v, lo, wt: ms_deform_attn_core_gather(v, shapes, lo, wt), inputs, eps=1e-6
+    )
+
+
+def test_gather_bfloat16_close_to_float32() -> None:
+    value, shapes, loc, weights = _gather_case(seed=3)
+    grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    half = [t.bfloat16() for t in (value, loc, weights)]
+    out16, gv16, gl16, ga16 = _forward_backward(
+        ms_deform_attn_core_gather, half[0], shapes, half[1], half[2], grad_out.bfloat16()
+    )
+    assert out16.dtype == gv16.dtype == gl16.dtype == ga16.dtype == torch.bfloat16
+    # reference: fp32 on the same (bf16-rounded) inputs; bf16 keeps ~3 significant digits
+    out32, gv32, _, ga32 = _forward_backward(
+        ms_deform_attn_core_gather,
+        half[0].float(),
+        shapes,
+        half[1].float(),
+        half[2].float(),
+        grad_out.bfloat16().float(),
+    )
+    torch.testing.assert_close(out16.float(), out32, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gv16.float(), gv32, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(ga16.float(), ga32, rtol=2e-2, atol=2e-2)
+
+
+def test_gather_no_grad_path_matches_autograd_path() -> None:
+    value, shapes, loc, weights = _gather_case(seed=4)
+    with torch.no_grad():
+        fast = ms_deform_attn_core_gather(value.requires_grad_(True), shapes, loc, weights)
+    assert fast.grad_fn is None
+    out = ms_deform_attn_core_gather(value, shapes, loc, weights)
+    assert out.grad_fn is not None
+    torch.testing.assert_close(fast, out.detach(), rtol=0, atol=0)
+
+
+def test_gather_rejects_inconsistent_shapes() -> None:
+    value, shapes, loc, weights = _gather_case()
+    with pytest.raises(ValueError, match="tokens"):
+        ms_deform_attn_core_gather(value, [(5, 7), (3, 1), (1, 3)], loc, weights)
+    with pytest.raises(ValueError, match="levels"):
+        ms_deform_attn_core_gather(value, [(5, 7)], loc, weights)
+
+
+def test_module_rejects_unknown_impl() -> None:
+    with pytest.raises(ValueError, match="impl='cuda'.*gather.*grid_sample"):
+        MSDeformAttn(dim=16, num_levels=2, num_heads=4, num_points=3, impl="cuda")
+
+
+def test_module_impls_agree_with_same_weights() -> None:
+    torch.manual_seed(0)
+    ref = MSDeformAttn(dim=16, num_levels=2, num_heads=4, num_points=3, impl="grid_sample")
+    ours = MSDeformAttn(dim=16, num_levels=2, num_heads=4, num_points=3, impl="gather")
+    ours.load_state_dict(ref.state_dict())
+    with torch.no_grad():  # non-trivial offsets and attention
+        for lin in (ref.sampling_offsets, ref.attention_weights):
+            lin.weight.normal_(0, 0.5)
+        ours.load_state_dict(ref.state_dict())
+    shapes = [(6, 5), (3, 3)]
+    s = sum(h * w for h, w in shapes)
+    query = torch.randn(2, 11, 16)
+    value_in = torch.randn(2, s, 16)
+    refs = torch.rand(2, 11, 2, 2)
+    mask = torch.zeros(2, s, dtype=torch.bool)
+    mask[1, -4:] = True
+    outs, grads = [], []
+    for mod in (ref, ours):
+        mod.zero_grad()
+        out = mod(query, refs, value_in, shapes, mask)
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([q.grad.flatten() for q in mod.parameters()]))
+    torch.testing.assert_close(outs[1], outs[0], **FP32_TOL)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
