@@ -20,14 +20,17 @@ from common import fmt_gb, fmt_s, make_row, run_isolated, timeit
 NUM_TARGETS = 20
 
 
-def build_ours(name: str = "mask2former_swint") -> tuple[Any, Any]:
-    """Our network and criterion from the project's config (random weights, seed 0)."""
+def build_ours(name: str = "mask2former_swint", overrides: tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """Our network and criterion from the project's config (random weights, seed 0).
+
+    ``overrides``: extra Hydra overrides, e.g. ``model.net.backbone.grad_checkpointing=true``.
+    """
     import torch
     from hydra.utils import instantiate
 
     from cropformer.utils.config import compose_config
 
-    cfg = compose_config([f"model={name}", "paths.output_dir=/tmp/cropformer_bench"])
+    cfg = compose_config([f"model={name}", "paths.output_dir=/tmp/cropformer_bench", *overrides])
     torch.manual_seed(0)
     return instantiate(cfg.model.net), instantiate(cfg.model.criterion)
 
@@ -159,9 +162,15 @@ def measure(impl: str, mode: str, height: int, width: int, repeats: int = 2) -> 
 
     for precision in ("fp32", "bf16"):
         state["precision"] = precision
+        if impl == "ours":
+            # equal numerics: transformers runs its pixel decoder under autocast, so ours does
+            # too in the bf16 case (force_fp32=False; the official default keeps it in fp32)
+            net.pixel_decoder.force_fp32 = precision == "fp32"
         t = timeit(run_one, warmup=1, repeats=repeats)
         out[f"{precision}_s"] = t["median"]
         out[f"{precision}_result"] = str(t["result"])
+    if impl == "ours":
+        net.pixel_decoder.force_fp32 = True
     if mode == "infer":  # output check after timing: the same forward, no extra peak memory
         with torch.no_grad():
             if impl == "ours":
@@ -261,7 +270,9 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
                         "Training-step losses are not compared: both sample the 12544 loss "
                         "points at random (importance sampling), from different random streams."
                         " transformers' unused final Swin LayerNorm (1536 parameters) is counted "
-                        "in its parameters."
+                        "in its parameters. bf16 = autocast on both sides with both pixel "
+                        "decoders under it (ours: `pixel_decoder.force_fp32=false`; the official "
+                        "default keeps it in fp32)."
                     ),
                     ours_s=o[f"{precision}_s"],
                     reference_s=r[f"{precision}_s"],

@@ -37,7 +37,7 @@ ROWS: dict[str, str] = {
     "2": "row2_network",
     "3": "row3_cropformer",
 }
-ALIASES = {"3b": "3", "3c": "3"}
+ALIASES = {"3b": "3", "3c": "3", "6b": "6"}
 
 
 def select(only: str | None) -> list[str]:

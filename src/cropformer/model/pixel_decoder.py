@@ -40,9 +40,10 @@ class DeformableEncoderLayer(nn.Module):
         num_heads: int,
         num_points: int,
         dropout: float,
+        msda_impl: str = "gather",
     ):
         super().__init__()
-        self.attn = MSDeformAttn(dim, num_levels, num_heads, num_points)
+        self.attn = MSDeformAttn(dim, num_levels, num_heads, num_points, impl=msda_impl)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, ffn_dim)
@@ -102,6 +103,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
             (bf16 training/inference ~2x faster on hardware with fast bf16; less precise).
         grad_checkpointing: recompute the encoder layers in backward (same values and
             gradients, less activation memory, one more encoder forward per step).
+        msda_impl: deformable-attention core, ``"gather"`` (default: same values as the official
+            kernel, ~3x faster than the grid-sample formulation, keeps only its inputs for
+            backward) or ``"grid_sample"`` (the official CPU fallback's formulation).
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_groups: int = 32,
         force_fp32: bool = True,  # parity: the official pixel decoder disables autocast
         grad_checkpointing: bool = False,
+        msda_impl: str = "gather",
     ):
         super().__init__()
         self.force_fp32 = force_fp32
@@ -151,7 +156,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.level_embed = nn.Parameter(torch.empty(num_encoder_levels, conv_dim))
         self.encoder_layers = nn.ModuleList(
             DeformableEncoderLayer(
-                conv_dim, ffn_dim, num_encoder_levels, num_heads, num_points, dropout
+                conv_dim, ffn_dim, num_encoder_levels, num_heads, num_points, dropout, msda_impl
             )
             for _ in range(num_encoder_layers)
         )

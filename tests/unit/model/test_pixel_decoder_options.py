@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
@@ -56,3 +57,16 @@ def test_grad_checkpointing_gives_the_same_values_and_gradients() -> None:
     assert len(grads[0]) == len(grads[1]) > 10
     for a, b in zip(grads[0], grads[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_msda_impl_choices_agree_and_bad_values_are_rejected() -> None:
+    feats = _features()
+    outs = []
+    for impl in ("gather", "grid_sample"):
+        dec = _decoder(msda_impl=impl).eval()
+        assert all(layer.attn.impl == impl for layer in dec.encoder_layers)
+        with torch.no_grad():
+            outs.append(dec(feats)[0])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="impl='cuda_kernel'"):
+        _decoder(msda_impl="cuda_kernel")
