@@ -42,11 +42,13 @@ def _photo(H: int, W: int) -> Any:
     return img.clamp(0, 255).byte()[0].permute(1, 2, 0).numpy().astype(np.uint8)
 
 
-#: Activation checkpointing of the backbone stages and the pixel-decoder encoder layers: the
-#: memory-lean training configuration (same values and gradients, one more forward of both).
+#: Activation checkpointing of the backbone blocks, the pixel-decoder encoder layers and the
+#: decoder layers: the memory-lean training configuration (same values and gradients, one more
+#: forward of each).
 LEAN = (
     "model.net.backbone.grad_checkpointing=true",
     "model.net.pixel_decoder.grad_checkpointing=true",
+    "model.net.decoder.grad_checkpointing=true",
 )
 
 
@@ -187,7 +189,8 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
                     "gradients (0.2 GB each)."
                     + (
                         " Activation checkpointing: `model.net.backbone.grad_checkpointing=true "
-                        "model.net.pixel_decoder.grad_checkpointing=true`."
+                        "model.net.pixel_decoder.grad_checkpointing=true "
+                        "model.net.decoder.grad_checkpointing=true`."
                         if lean
                         else ""
                     )

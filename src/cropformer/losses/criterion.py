@@ -378,10 +378,18 @@ class CropFormerCriterion(nn.Module):
                 for b, (_, tgt_idx) in enumerate(indices):
                     if len(tgt_idx) == 0:
                         continue
-                    tgt = target_masks[b][tgt_idx.to(target_masks[b].device)]
-                    tgt = tgt.reshape(-1, 1, *tgt.shape[-2:])
-                    rows = tgt.shape[0]
-                    labels.append(sample_masks_at_points(tgt, coords[row : row + rows]))
+                    # (K, [T,] H, W) -> (K*T, 1, H, W) view; rows of entity-major (pair, view)
+                    masks_b = target_masks[b]
+                    per_entity = int(masks_b[0].numel() // (masks_b.shape[-2] * masks_b.shape[-1]))
+                    planes = masks_b.reshape(-1, 1, *masks_b.shape[-2:])
+                    select = (
+                        tgt_idx.to(masks_b.device)[:, None] * per_entity
+                        + torch.arange(per_entity, device=masks_b.device)
+                    ).flatten()
+                    rows = int(select.numel())
+                    labels.append(
+                        sample_masks_at_points(planes, coords[row : row + rows], rows=select)
+                    )
                     row += rows
                 point_labels = (
                     torch.cat(labels)[:, 0].to(src.device)

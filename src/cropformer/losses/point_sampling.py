@@ -110,7 +110,7 @@ def point_sample(inputs: Tensor, coords: Tensor) -> Tensor:
     return F.grid_sample(inputs, grid.to(inputs.dtype), align_corners=False).squeeze(3)
 
 
-def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
+def sample_masks_at_points(masks: Tensor, coords: Tensor, rows: Tensor | None = None) -> Tensor:
     """Bilinear samples of ground-truth masks at points, without converting them to float.
 
     Gathers the 4 neighbours of every point from the (boolean) masks and blends them with the
@@ -119,13 +119,18 @@ def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
     full-resolution targets to float for every prediction layer would cost 4 bytes per pixel
     per mask and dominate the criterion's memory traffic.
 
+    ``rows`` picks the masks to sample (row r of the output samples ``masks[rows[r]]``) without
+    copying them out first (``masks[rows]`` would copy every selected full-resolution mask).
+
     Shape:
-        masks: (R, C, H, W) bool (or float); coords: (R, P, 2), or (1, P, 2) shared by all rows;
-        returns (R, C, P) float32 (fractional near edges).
+        masks: (R, C, H, W) bool (or float), or (K, C, H, W) with ``rows`` (R,) int64 in [0, K);
+        coords: (R, P, 2), or (1, P, 2) shared by all rows; returns (R, C, P) float32
+        (fractional near edges).
     """
-    rows, channels, height, width = masks.shape
+    _, channels, height, width = masks.shape
+    num_rows = masks.shape[0] if rows is None else int(rows.shape[0])
     num_points = coords.shape[1]
-    if rows == 0:
+    if num_rows == 0:
         return torch.zeros((0, channels, num_points), dtype=torch.float32, device=masks.device)
     grid = 2.0 * coords.float() - 1.0
     # grid_sample's unnormalisation for align_corners=False (as its CPU kernel writes it)
@@ -146,9 +151,18 @@ def sample_masks_at_points(masks: Tensor, coords: Tensor) -> Tensor:
     # the 4 neighbours gathered at once: (R or 1, 4, P)
     index = torch.stack((r0 + c0, r0 + c1, r1 + c0, r1 + c1), 1)
     weight = torch.stack((wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1), 1)
-    index = index.reshape(index.shape[0], 1, 4 * num_points).expand(rows, channels, -1)
-    flat = masks.reshape(rows, channels, height * width)
-    values = torch.gather(flat, 2, index).view(rows, channels, 4, num_points).float()
+    index = index.reshape(index.shape[0], 1, 4 * num_points)
+    if rows is None:
+        flat = masks.reshape(num_rows, channels, height * width)
+        index = index.expand(num_rows, channels, -1)
+        values = torch.gather(flat, 2, index)
+    else:
+        # offsets of (mask, channel) planes in the flat storage, then one take
+        plane = rows.to(index.device)[:, None, None] * channels + torch.arange(
+            channels, device=index.device
+        ).view(1, channels, 1)
+        values = masks.reshape(-1).take(plane * (height * width) + index)
+    values = values.view(num_rows, channels, 4, num_points).float()
     return (values * weight[:, None]).sum(2)
 
 

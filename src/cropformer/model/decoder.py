@@ -9,10 +9,11 @@ pass is the batch-level pass with T = 1 and no view code.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from cropformer.model.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
@@ -46,6 +47,8 @@ class MaskedAttentionDecoder(nn.Module):
             T=5, reference doc section 11 item 2); ``"fixed"``: phase k/view_code_max_views *
             2*pi, the same code for a view index at any T; ``"none"``: no view code.
         view_code_max_views: the normaliser of ``view_code="fixed"``.
+        grad_checkpointing: recompute each layer's attention and FFN in backward instead of
+            keeping their activations (training memory; same values and gradients).
     """
 
     def __init__(
@@ -64,8 +67,10 @@ class MaskedAttentionDecoder(nn.Module):
         enforce_input_proj: bool = False,
         view_code: ViewCode = "official",  # parity: official normalises the view code by T
         view_code_max_views: int = 5,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         if hidden_dim % 2 != 0:
             raise ValueError(f"hidden_dim={hidden_dim} must be even (sine code: half y, half x)")
         if view_code not in ("official", "fixed", "none"):
@@ -214,11 +219,22 @@ class MaskedAttentionDecoder(nn.Module):
             level = i % self.num_feature_levels
             # a query whose every position is blocked attends everywhere (official rule)
             attn_mask = attn_mask & ~attn_mask.all(-1, keepdim=True)
-            x = self.cross_attn_layers[i](
-                x, memory[level], attn_mask=attn_mask, pos=pos[level], query_pos=query_pos
-            )
-            x = self.self_attn_layers[i](x, pos=query_pos)
-            x = self.ffn_layers[i](x)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = cast(
+                    Tensor,
+                    torch.utils.checkpoint.checkpoint(
+                        self._layer,
+                        i,
+                        x,
+                        memory[level],
+                        attn_mask,
+                        pos[level],
+                        query_pos,
+                        use_reentrant=False,
+                    ),
+                )
+            else:
+                x = self._layer(i, x, memory[level], attn_mask, pos[level], query_pos)
             cls, mask, attn_mask = self._heads(
                 x, mask_features, sizes[(i + 1) % self.num_feature_levels]
             )
@@ -228,6 +244,14 @@ class MaskedAttentionDecoder(nn.Module):
             logits.append(cls)
             masks.append(mask)
         return logits, masks, x
+
+    def _layer(
+        self, i: int, x: Tensor, memory: Tensor, attn_mask: Tensor, pos: Tensor, query_pos: Tensor
+    ) -> Tensor:
+        """Masked cross-attention, self-attention and FFN of layer ``i``."""
+        x = self.cross_attn_layers[i](x, memory, attn_mask=attn_mask, pos=pos, query_pos=query_pos)
+        x = self.self_attn_layers[i](x, pos=query_pos)
+        return cast(Tensor, self.ffn_layers[i](x))
 
     def _heads(
         self, x: Tensor, mask_features: Tensor, target_size: tuple[int, int]

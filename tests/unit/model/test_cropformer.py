@@ -157,3 +157,26 @@ def test_inference_options_keep_the_final_predictions(net: CropFormer) -> None:
 def test_bad_view_chunk_is_rejected(net: CropFormer) -> None:
     with pytest.raises(ValueError, match="view_chunk=0"):
         net(_images(2), num_views=2, view_chunk=0)
+
+
+def test_activation_checkpointing_keeps_values_and_gradients() -> None:
+    """Backbone, pixel-decoder and decoder checkpointing change memory, not the math."""
+    results = []
+    for flag in (False, True):
+        net = build_net()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=g))
+        net.backbone.grad_checkpointing = flag
+        net.pixel_decoder.grad_checkpointing = flag
+        net.decoder.grad_checkpointing = flag
+        net.train()
+        loss = _loss_like(net(_images(4, 32, 64), num_views=2))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=0)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7, msg=name)
