@@ -52,12 +52,24 @@ LEAN = (
 )
 
 
-def train_step(name: str, repeats: int = 1, lean: bool = False) -> dict[str, Any]:
-    """Child: one training step of ``name`` at short side 512 (views 512x683)."""
+def train_step(
+    name: str, repeats: int = 1, lean: bool = False, bf16: bool = False
+) -> dict[str, Any]:
+    """Child: one training step of ``name`` at short side 512 (views 512x683).
+
+    ``lean``: activation checkpointing (``LEAN``); ``bf16``: forward and losses under bf16
+    autocast with the pixel decoder included (``force_fp32=false``), as `trainer=gpu` with
+    `model.net.pixel_decoder.force_fp32=false` trains.
+    """
+    import contextlib
+
     import torch
     from row2_network import build_ours
 
-    net, criterion = build_ours(name, LEAN if lean else ())
+    overrides = LEAN if lean else ()
+    if bf16:
+        overrides = (*overrides, "model.net.pixel_decoder.force_fp32=false")
+    net, criterion = build_ours(name, overrides)
     net.train()
     T = 2 if "cropformer" in name else 1
     h, w, K = 512, 683, 40
@@ -76,8 +88,11 @@ def train_step(name: str, repeats: int = 1, lean: bool = False) -> dict[str, Any
 
     def step() -> int:
         net.zero_grad(set_to_none=True)
-        losses = criterion(net(imgs, num_views=T, view_sizes=sizes), targets)
-        criterion.total(losses).backward()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        with ctx:
+            losses = criterion(net(imgs, num_views=T, view_sizes=sizes), targets)
+            total = criterion.total(losses)
+        total.backward()
         return len(losses)
 
     t = timeit(step, warmup=1, repeats=repeats)
@@ -137,21 +152,28 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     reps = 1 if quick else 2
     # ---- 3c
+    variants = {
+        "fp32, default": (False, False),
+        "fp32, activation checkpointing": (True, False),
+        "bf16 autocast + activation checkpointing": (True, True),
+    }
     tr = {
-        (n, lean): run_isolated(
-            "row3_cropformer", "train_step", {"name": n, "repeats": 1, "lean": lean}
+        (n, variant): run_isolated(
+            "row3_cropformer",
+            "train_step",
+            {"name": n, "repeats": 1, "lean": lean, "bf16": bf16},
         )
         for n in ("cropformer_swint", "mask2former_swint")
-        for lean in (False, True)
+        for variant, (lean, bf16) in variants.items()
     }
-    for (n, lean), r in tr.items():
+    for (n, variant), r in tr.items():
+        lean, bf16 = variants[variant]
         key, label = (
             ("train_cf", "CropFormer (2 views)")
             if n.startswith("cropformer")
             else ("train_m2f", "Mask2Former (1 view)")
         )
         a_s, a_gb = ANCHORS[key]
-        variant = "activation checkpointing" if lean else "default"
         if "error" in r:
             rows.append(
                 make_row(
@@ -173,12 +195,17 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
         rows.append(
             make_row(
                 "3c",
-                f"Training step {label}, Swin-T, short side 512, fp32, {variant}",
-                reference=f"official (anchors) {fmt_s(a_s)}, {fmt_gb(a_gb)}",
+                f"Training step {label}, Swin-T, short side 512, {variant}",
+                reference=f"official (anchors, fp32) {fmt_s(a_s)}, {fmt_gb(a_gb)}",
                 ours=f"{fmt_s(r['time_s'])}, {fmt_gb(r['peak_rss_gb'])}",
                 ratio=ratio,
-                target=">= 2x faster and >= 2x less memory",
-                met=bool(ratio >= 2.0 and mem_ratio >= 2.0),
+                # the target is stated for fp32; the bf16 recipe is shown for planning only
+                target=(
+                    "report (bf16 is not the fp32 setting of the target)"
+                    if bf16
+                    else ">= 2x faster and >= 2x less memory"
+                ),
+                met=None if bf16 else bool(ratio >= 2.0 and mem_ratio >= 2.0),
                 inputs="views 512x683 (padded 512x704), 40 targets, 12544 points, random weights",
                 check=f"{r['loss_terms']} loss terms (official: {60 if 'crop' in n else 30})",
                 note=(
@@ -192,6 +219,14 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
                         "model.net.pixel_decoder.grad_checkpointing=true "
                         "model.net.decoder.grad_checkpointing=true`."
                         if lean
+                        else ""
+                    )
+                    + (
+                        " bf16: forward and losses under bf16 autocast with the pixel decoder "
+                        "included (`model.net.pixel_decoder.force_fp32=false`; the losses and "
+                        "the matcher compute in fp32 as officially); this CPU has fast bf16 "
+                        "matrix units, as training GPUs do."
+                        if bf16
                         else ""
                     )
                 ),
@@ -232,7 +267,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
             target = f"<= {limit[0]:.0f} s and <= {limit[1]:.0f} GB peak"
             met = r["time_s"] <= limit[0] and r["peak_rss_gb"] <= limit[1]
             ref = f"official (anchors) {fmt_s(a_s)}, {fmt_gb(a_gb)}"
-            ratio: float | None = a_s / r["time_s"]
+            ratio = a_s / r["time_s"]
         else:
             target = f"completes within {limit[1]:.0f} GB peak"
             met = r["peak_rss_gb"] <= limit[1]
@@ -295,7 +330,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
                 mask2former_s=one["time_s"],
             )
         )
-    cf, m2f = tr[("cropformer_swint", False)], tr[("mask2former_swint", False)]
+    cf, m2f = tr[("cropformer_swint", "fp32, default")], tr[("mask2former_swint", "fp32, default")]
     if "error" not in cf and "error" not in m2f:
         rows.append(
             make_row(
