@@ -168,14 +168,17 @@ class _Points:
         # pixel centre take the same side of the bilinear kink (same gradient) as the reference
         xy = loc.mul(2).sub_(1).add_(1).mul_(lv.half_wh).sub_(0.5)
         xy0 = xy.floor()
+        # non-finite locations (a diverging run) give NaN outputs, as grid_sample does, instead
+        # of out-of-range table rows; the NaN loss is then handled by the NaN policy
+        finite = torch.isfinite(xy0).all(-1)
         self.frac = xy.sub_(xy0)
-        top_left = torch.minimum(xy0.clamp(min=-1), lv.wh - 1)
+        top_left = torch.minimum(xy0.clamp(min=-1), lv.wh - 1).nan_to_num_(nan=-1.0)
         inside = (top_left == xy0).all(-1)
         top_left = top_left.to(lv.coord_dtype)
         pos = torch.addcmul(top_left[..., 0] + lv.centre, top_left[..., 1], lv.row_stride)
         n = torch.arange(row0, row0 + R, device=loc.device) // num_queries
         self.anchor = pos.long().add_(lv.head_base.index_select(0, n)[..., None])
-        self.weight = attn * inside
+        self.weight = torch.where(finite, attn * inside, float("nan"))
         self.inside = inside
 
     def corner_weights(self, with_attention: bool = True) -> tuple[Tensor, Tensor]:

@@ -277,3 +277,25 @@ def test_module_impls_agree_with_same_weights() -> None:
         grads.append(torch.cat([q.grad.flatten() for q in mod.parameters()]))
     torch.testing.assert_close(outs[1], outs[0], **FP32_TOL)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-5)
+
+
+def test_gather_non_finite_points_give_nan_like_grid_sample() -> None:
+    """A diverging run (NaN/inf offsets) must produce NaN outputs for the NaN policy, not an
+    out-of-range index error, and leave the other queries exact."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(4, 5), (2, 3)]
+    value = torch.randn(1, 26, 2, 4, generator=g)
+    loc = torch.rand(1, 7, 2, 2, 3, 2, generator=g)
+    weights = torch.rand(1, 7, 2, 2, 3, generator=g)
+    loc[0, 0, 0, 0, 0, 0] = float("nan")
+    loc[0, 1, 0, 0, 0, 1] = float("inf")
+    loc[0, 2, 1, 1, 2, 0] = -float("inf")
+    weights[0, 3, 0, 0, 0] = float("nan")
+    ref = ms_deform_attn_core(value, shapes, loc, weights)
+    out = ms_deform_attn_core_gather(value, shapes, loc, weights)
+    assert torch.equal(torch.isnan(out).any(-1), torch.isnan(ref).any(-1))
+    assert torch.isnan(out[0, :4]).any(-1).all()
+    torch.testing.assert_close(out[0, 4:], ref[0, 4:], rtol=1e-5, atol=1e-6)
+    value.requires_grad_(True)
+    ms_deform_attn_core_gather(value, shapes, loc, weights).sum().backward()
+    assert value.grad is not None and torch.isnan(value.grad).any()
