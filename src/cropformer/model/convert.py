@@ -50,6 +50,16 @@ def _res_block(m: re.Match[str]) -> str:
     return f"backbone.body.layer{stage - 1}.{block}.{rest}"
 
 
+def _sublayer_rules(official: str, attn: str, ours: str) -> list[Rule]:
+    """The attention and norm rules of an official attention-layer list (``official.<i>.<attn>``
+    and ``official.<i>.norm``) -> ours (``ours.<i>.attn`` / ``ours.<i>.norm``)."""
+    src = re.escape(official)
+    return [
+        (re.compile(rf"^{src}\.(\d+)\.{attn}\.(.+)$"), _sub(rf"{ours}.\1.attn.\2")),
+        (re.compile(rf"^{src}\.(\d+)\.norm\.(.+)$"), _sub(rf"{ours}.\1.norm.\2")),
+    ]
+
+
 _RULES: list[Rule] = [
     # --- backbone: Swin (D2SwinTransformer) -> timm SwinTransformer (getter features)
     (re.compile(r"^backbone\.patch_embed\.(.+)$"), _sub(r"backbone.body.model.patch_embed.\1")),
@@ -97,39 +107,17 @@ _RULES: list[Rule] = [
         lambda m: f"pixel_decoder.output_convs.{int(m.group(1)) - 1}.1.{m.group(2)}",
     ),
     # --- association (make_3d); before the decoder rules
-    (
-        re.compile(rf"^{_D}make_3d\.enc_crosattn_3d\.(\d+)\.multihead_attn\.(.+)$"),
-        _sub(r"association.cross_attn_layers.\1.attn.\2"),
+    *_sublayer_rules(
+        f"{_D}make_3d.enc_crosattn_3d", "multihead_attn", "association.cross_attn_layers"
     ),
-    (
-        re.compile(rf"^{_D}make_3d\.enc_selfattn_3d\.(\d+)\.self_attn\.(.+)$"),
-        _sub(r"association.self_attn_layers.\1.attn.\2"),
-    ),
-    (
-        re.compile(rf"^{_D}make_3d\.enc_crosattn_3d\.(\d+)\.norm\.(.+)$"),
-        _sub(r"association.cross_attn_layers.\1.norm.\2"),
-    ),
-    (
-        re.compile(rf"^{_D}make_3d\.enc_selfattn_3d\.(\d+)\.norm\.(.+)$"),
-        _sub(r"association.self_attn_layers.\1.norm.\2"),
-    ),
+    *_sublayer_rules(f"{_D}make_3d.enc_selfattn_3d", "self_attn", "association.self_attn_layers"),
     (re.compile(rf"^{_D}make_3d\.enc_ffn_3d\.(\d+)\.(.+)$"), _sub(r"association.ffn_layers.\1.\2")),
     # --- transformer decoder
-    (
-        re.compile(rf"^{_D}transformer_self_attention_layers\.(\d+)\.self_attn\.(.+)$"),
-        _sub(r"decoder.self_attn_layers.\1.attn.\2"),
+    *_sublayer_rules(
+        f"{_D}transformer_self_attention_layers", "self_attn", "decoder.self_attn_layers"
     ),
-    (
-        re.compile(rf"^{_D}transformer_self_attention_layers\.(\d+)\.norm\.(.+)$"),
-        _sub(r"decoder.self_attn_layers.\1.norm.\2"),
-    ),
-    (
-        re.compile(rf"^{_D}transformer_cross_attention_layers\.(\d+)\.multihead_attn\.(.+)$"),
-        _sub(r"decoder.cross_attn_layers.\1.attn.\2"),
-    ),
-    (
-        re.compile(rf"^{_D}transformer_cross_attention_layers\.(\d+)\.norm\.(.+)$"),
-        _sub(r"decoder.cross_attn_layers.\1.norm.\2"),
+    *_sublayer_rules(
+        f"{_D}transformer_cross_attention_layers", "multihead_attn", "decoder.cross_attn_layers"
     ),
     (re.compile(rf"^{_D}transformer_ffn_layers\.(\d+)\.(.+)$"), _sub(r"decoder.ffn_layers.\1.\2")),
     (re.compile(rf"^{_D}decoder_norm\.(.+)$"), _sub(r"decoder.decoder_norm.\1")),

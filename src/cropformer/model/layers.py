@@ -20,36 +20,46 @@ def _add(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
 
 
-class SelfAttentionLayer(nn.Module):
-    """Self-attention with residual and LayerNorm (post-norm by default, pre-norm optional)."""
+class _ResidualLayer(nn.Module):
+    """Residual + LayerNorm wrapper logic shared by the three sub-layers (post-norm by default,
+    as the official decoder; pre-norm optional). Subclasses own ``norm`` and ``dropout`` so the
+    state-dict keys stay the official ones."""
 
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, pre_norm: bool = False):
+    def __init__(self, dim: int, dropout: float, pre_norm: bool):
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
+
+    def _input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def _output(self, x: Tensor, update: Tensor) -> Tensor:
+        y = x + self.dropout(update)
+        return y if self.pre_norm else self.norm(y)
+
+
+class SelfAttentionLayer(_ResidualLayer):
+    """Self-attention with residual and LayerNorm."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, pre_norm: bool = False):
+        super().__init__(dim, dropout, pre_norm)
+        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
         _xavier_matrices(self)
 
     def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
         """Shape: x, pos (N, Q, C) -> (N, Q, C). ``pos`` is added to queries and keys only."""
-        if self.pre_norm:
-            y = self.norm(x)
-            q = _add(y, pos)
-            return x + self.dropout(self.attn(q, q, y, need_weights=False)[0])
-        q = _add(x, pos)
-        return self.norm(x + self.dropout(self.attn(q, q, x, need_weights=False)[0]))
+        y = self._input(x)
+        q = _add(y, pos)
+        return self._output(x, self.attn(q, q, y, need_weights=False)[0])
 
 
-class CrossAttentionLayer(nn.Module):
+class CrossAttentionLayer(_ResidualLayer):
     """Cross-attention from queries to a memory, with residual and LayerNorm."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, pre_norm: bool = False):
-        super().__init__()
+        super().__init__(dim, dropout, pre_norm)
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-        self.pre_norm = pre_norm
         _xavier_matrices(self)
 
     def forward(
@@ -66,34 +76,29 @@ class CrossAttentionLayer(nn.Module):
             x, query_pos: (N, Q, C); memory, pos: (N, K, C);
             attn_mask: (N * heads, Q, K) bool, True = not allowed; returns (N, Q, C).
         """
-        y = self.norm(x) if self.pre_norm else x
         out = self.attn(
-            _add(y, query_pos), _add(memory, pos), memory, attn_mask=attn_mask, need_weights=False
+            _add(self._input(x), query_pos),
+            _add(memory, pos),
+            memory,
+            attn_mask=attn_mask,
+            need_weights=False,
         )[0]
-        if self.pre_norm:
-            return x + self.dropout(out)
-        return self.norm(x + self.dropout(out))
+        return self._output(x, out)
 
 
-class FFNLayer(nn.Module):
+class FFNLayer(_ResidualLayer):
     """Two-layer ReLU feed-forward network with residual and LayerNorm."""
 
     def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
-        super().__init__()
+        super().__init__(dim, dropout, pre_norm)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-        self.pre_norm = pre_norm
         _xavier_matrices(self)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shape: (N, Q, C) -> (N, Q, C)."""
-        y = self.norm(x) if self.pre_norm else x
-        y = self.linear2(self.dropout(F.relu(self.linear1(y))))
-        if self.pre_norm:
-            return x + self.dropout(y)
-        return self.norm(x + self.dropout(y))
+        y = self.linear2(self.dropout(F.relu(self.linear1(self._input(x)))))
+        return self._output(x, y)
 
 
 class MLP(nn.Module):
