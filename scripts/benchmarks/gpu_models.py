@@ -15,12 +15,23 @@ from common import make_row, run_isolated, timeit
 MODELS = ("r50", "swint", "swinl")
 
 
-def measure(name: str, mode: str, repeats: int = 5) -> dict[str, Any]:
-    """Child: images/s and peak CUDA memory of one model in one mode."""
+def measure(
+    name: str,
+    mode: str,
+    repeats: int = 5,
+    device: str = "cuda",
+    size: tuple[int, int] | None = None,
+    warmup: int = 2,
+) -> dict[str, Any]:
+    """Child: images/s and peak CUDA memory of one model in one mode.
+
+    ``device="cpu"`` and a small ``size`` exercise the same code without a GPU (tests).
+    """
     import torch
     from row2_network import build_ours
 
-    dev = torch.device("cuda")
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
     net, criterion = build_ours(name)
     net.to(dev)
     cf = name.startswith("cropformer")
@@ -28,6 +39,8 @@ def measure(name: str, mode: str, repeats: int = 5) -> dict[str, Any]:
         T, (h, w) = (5 if cf else 1), (800, 1216)
     else:
         T, (h, w) = (2, (800, 1088)) if cf else (1, (1024, 1024))
+    if size is not None:
+        h, w = size
     x = torch.randint(0, 256, (T, 3, h, w), dtype=torch.uint8, device=dev)
     K = 40
     cols = torch.arange(w, device=dev) * K // w
@@ -41,25 +54,28 @@ def measure(name: str, mode: str, repeats: int = 5) -> dict[str, Any]:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
             if mode == "infer":
                 with torch.no_grad():
-                    net(x, num_views=T)
+                    # as the predictor runs it: no intermediate predictions kept
+                    net(x, num_views=T, aux=False)
             else:
                 opt.zero_grad(set_to_none=True)
                 loss = criterion.total(criterion(net(x, num_views=T), targets))
         if mode != "infer":
             loss.backward()
             opt.step()
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
 
     net.train(mode != "infer")
-    torch.cuda.reset_peak_memory_stats()
-    t = timeit(step, warmup=2, repeats=repeats)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t = timeit(step, warmup=warmup, repeats=repeats)
     return {
         "images_per_s": 1.0 / t["median"],
-        "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
-        "gpu": torch.cuda.get_device_name(),
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+        "gpu": torch.cuda.get_device_name() if cuda else str(dev),
     }
 
 
