@@ -22,11 +22,15 @@ def _add(x: Tensor, pos: Tensor | None) -> Tensor:
 
 class _ResidualLayer(nn.Module):
     """Residual + LayerNorm wrapper logic shared by the three sub-layers (post-norm by default,
-    as the official decoder; pre-norm optional). Subclasses own ``norm`` and ``dropout`` so the
-    state-dict keys stay the official ones."""
+    as the official decoder; pre-norm optional). Subclasses create their own layers first and
+    then call :meth:`_init_residual`, so the parameters keep the official names and order
+    (attention / linears before ``norm``: same state-dict and optimizer-state order)."""
 
-    def __init__(self, dim: int, dropout: float, pre_norm: bool):
-        super().__init__()
+    norm: nn.LayerNorm
+    dropout: nn.Dropout
+    pre_norm: bool
+
+    def _init_residual(self, dim: int, dropout: float, pre_norm: bool) -> None:
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
         self.pre_norm = pre_norm
@@ -43,8 +47,9 @@ class SelfAttentionLayer(_ResidualLayer):
     """Self-attention with residual and LayerNorm."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, pre_norm: bool = False):
-        super().__init__(dim, dropout, pre_norm)
+        super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self._init_residual(dim, dropout, pre_norm)
         _xavier_matrices(self)
 
     def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
@@ -58,8 +63,9 @@ class CrossAttentionLayer(_ResidualLayer):
     """Cross-attention from queries to a memory, with residual and LayerNorm."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, pre_norm: bool = False):
-        super().__init__(dim, dropout, pre_norm)
+        super().__init__()
         self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self._init_residual(dim, dropout, pre_norm)
         _xavier_matrices(self)
 
     def forward(
@@ -90,9 +96,10 @@ class FFNLayer(_ResidualLayer):
     """Two-layer ReLU feed-forward network with residual and LayerNorm."""
 
     def __init__(self, dim: int, ffn_dim: int, dropout: float = 0.0, pre_norm: bool = False):
-        super().__init__(dim, dropout, pre_norm)
+        super().__init__()
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
+        self._init_residual(dim, dropout, pre_norm)
         _xavier_matrices(self)
 
     def forward(self, x: Tensor) -> Tensor:
