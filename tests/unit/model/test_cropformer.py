@@ -172,8 +172,25 @@ def test_activation_checkpointing_keeps_values_and_gradients() -> None:
         net.pixel_decoder.grad_checkpointing = flag
         net.decoder.grad_checkpointing = flag
         net.train()
+        # one watched sub-module per part: checkpointing runs it again in backward
+        watched = {
+            "backbone": net.backbone.body.model.layers[0].blocks[0].norm1,
+            "pixel_decoder": net.pixel_decoder.encoder_layers[0],
+            "decoder": net.decoder.ffn_layers[0],
+        }
+        calls = dict.fromkeys(watched, 0)
+
+        # pre-hooks: the recomputation may stop early, before a module returns
+        def count(part: str, calls: dict[str, int] = calls):
+            return lambda *_: calls.__setitem__(part, calls[part] + 1)
+
+        for part, mod in watched.items():
+            mod.register_forward_pre_hook(count(part))
         loss = _loss_like(net(_images(4, 32, 64), num_views=2))
+        forward_calls = dict(calls)
         loss.backward()
+        for part in watched:
+            assert calls[part] == forward_calls[part] * (2 if flag else 1), (part, calls)
         results.append((loss.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}))
     (loss_a, grads_a), (loss_b, grads_b) = results
     torch.testing.assert_close(loss_a, loss_b, rtol=0, atol=0)
