@@ -9,8 +9,8 @@ Two cores with the same math (bilinear, zero padding, ``align_corners=False``):
   rows of every point with one weighted ``embedding_bag`` and has an analytic, chunked backward
   that keeps only its inputs; about 2.5x faster forward and forward+backward on CPU.
 
-Both run on any device and dtype; :class:`MSDeformAttn` keeps itself in fp32 under autocast
-(the official pixel decoder disables autocast as a whole).
+Both run on any device and dtype. :class:`MSDeformAttn` itself follows autocast; the pixel
+decoder keeps it in fp32 by disabling autocast as a whole (official; ``force_fp32``).
 """
 
 from __future__ import annotations
@@ -358,17 +358,22 @@ def _scatter_corners(grad_table: Tensor, pts: _Points, grad_rows: Tensor, lv: _L
             dst[:, ps + o : pe] += per_row[:, ps : pe - o]
 
 
-def _corner_dots(table: Tensor, rows: Tensor, grad_rows: Tensor) -> Tensor:
+def _corner_dots(
+    table: Tensor, rows: Tensor, grad_rows: Tensor, sparse: bool | None = None
+) -> Tensor:
     """<grad_rows[b], table[rows[b, k]]> for every bag b and corner k.
 
-    CPU: one fused sampled dense-dense product (``torch.sparse.sampled_addmm`` on the CSR
-    pattern of the corners); elsewhere gather + bmm in chunks.
+    ``sparse`` (default: on CPU): one fused sampled dense-dense product
+    (``torch.sparse.sampled_addmm`` on the CSR pattern of the corners); otherwise gather + bmm
+    in chunks (the GPU path; selectable so that it is tested on CPU too).
 
     Shape: table (T, D); rows (B, K); grad_rows (B, D); returns (B, K).
     """
     B, K = rows.shape
     D = table.shape[1]
-    if table.device.type == "cpu":
+    if sparse is None:
+        sparse = table.device.type == "cpu"
+    if sparse:
         crow = torch.arange(0, B * K + 1, K, dtype=rows.dtype, device=rows.device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "sparse CSR support is in beta"

@@ -299,3 +299,20 @@ def test_gather_non_finite_points_give_nan_like_grid_sample() -> None:
     value.requires_grad_(True)
     ms_deform_attn_core_gather(value, shapes, loc, weights).sum().backward()
     assert value.grad is not None and torch.isnan(value.grad).any()
+
+
+def test_gather_backward_gpu_dot_path_equals_cpu_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gather + bmm corner dot products (the non-CPU path, small chunks) give the same
+    gradients as the sparse CPU path."""
+    import functools
+
+    import cropformer.model.ms_deform_attn as msda
+
+    value, shapes, loc, weights = _gather_case(seed=6)
+    grad_out = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    ref = _forward_backward(ms_deform_attn_core_gather, value, shapes, loc, weights, grad_out)
+    monkeypatch.setattr(msda, "_corner_dots", functools.partial(msda._corner_dots, sparse=False))
+    monkeypatch.setattr(msda, "_CHUNK_BYTES", 2048)  # several chunks in every loop
+    ours = _forward_backward(ms_deform_attn_core_gather, value, shapes, loc, weights, grad_out)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
