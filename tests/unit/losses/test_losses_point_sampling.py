@@ -47,6 +47,20 @@ def test_gathered_mask_samples_equal_grid_sample(shared: bool) -> None:
     torch.testing.assert_close(float_out, out, atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_sample_masks_with_rows_equals_sampling_the_selected_masks(shared: bool) -> None:
+    """``rows`` (unsorted, repeated) samples masks[rows] without copying them out first."""
+    gen = torch.Generator().manual_seed(2)
+    masks = torch.rand(7, 3, 10, 13, generator=gen) > 0.5
+    rows = torch.tensor([4, 0, 6, 4, 2])
+    coords = torch.rand(1 if shared else len(rows), 50, 2, generator=gen)
+    out = sample_masks_at_points(masks, coords, rows=rows)
+    assert out.shape == (5, 3, 50)
+    torch.testing.assert_close(out, sample_masks_at_points(masks[rows], coords), atol=0, rtol=0)
+    empty = sample_masks_at_points(masks, coords[:0], rows=rows[:0])
+    assert empty.shape == (0, 3, 50)
+
+
 def test_sample_masks_of_no_rows_is_empty() -> None:
     out = sample_masks_at_points(torch.zeros(0, 1, 8, 8, dtype=torch.bool), torch.rand(1, 5, 2))
     assert out.shape == (0, 1, 5)
