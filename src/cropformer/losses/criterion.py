@@ -101,6 +101,9 @@ class CropFormerCriterion(nn.Module):
         oversample_ratio: candidates per point for importance sampling (official 3.0).
         importance_sample_ratio: fraction of points taken from the most uncertain candidates
             (official 0.75).
+        sorted_uncertain_points: select the uncertain candidates with a sorted top-k (official).
+            False uses an unsorted top-k: the same points in another order (losses equal up to
+            float summation order), ~2.5x faster selection on CPU.
         image_level_weight: factor on all image-level (``_2d``) terms (official 0.5).
         batch_level_weight: factor on all batch-level (``_3d``) terms (official 1.0).
         single_pass_weight: factor on the unsuffixed terms of Mask2Former mode (official 1.0).
@@ -125,6 +128,7 @@ class CropFormerCriterion(nn.Module):
         num_points: int = 12544,
         oversample_ratio: float = 3.0,
         importance_sample_ratio: float = 0.75,
+        sorted_uncertain_points: bool = True,  # parity: official sorted top-k
         image_level_weight: float = 0.5,
         batch_level_weight: float = 1.0,
         single_pass_weight: float = 1.0,
@@ -159,6 +163,7 @@ class CropFormerCriterion(nn.Module):
         self.num_points = int(num_points)
         self.oversample_ratio = float(oversample_ratio)
         self.importance_sample_ratio = float(importance_sample_ratio)
+        self.sorted_uncertain_points = bool(sorted_uncertain_points)
         self.pass_weights: dict[str | None, float] = {
             "2d": float(image_level_weight),
             "3d": float(batch_level_weight),
@@ -351,6 +356,7 @@ class CropFormerCriterion(nn.Module):
             num_points=self.num_points,
             oversample_ratio=self.oversample_ratio,
             importance_sample_ratio=self.importance_sample_ratio,
+            sorted_topk=self.sorted_uncertain_points,
             point_source=self.point_source,
         )
 

@@ -173,13 +173,15 @@ def uncertain_point_coords(
     oversample_ratio: float,
     importance_sample_ratio: float,
     point_source: PointSource,
+    sorted_topk: bool = True,
 ) -> Tensor:
     """Importance-sampled points: the most uncertain of oversampled candidates plus uniform ones.
 
     Draws ``int(num_points * oversample_ratio)`` uniform candidates per row, keeps the
     ``int(importance_sample_ratio * num_points)`` with the smallest ``|logit|`` (sampled from that
-    row's own prediction; their order is unspecified), and appends the rest as fresh uniform points
-    (two draws, kinds ``mask_loss_candidates`` then ``mask_loss_random``, as in the official code).
+    row's own prediction, in descending uncertainty; any order with ``sorted_topk=False``), and
+    appends the rest as fresh uniform points (two draws, kinds ``mask_loss_candidates`` then
+    ``mask_loss_random``, as in the official code).
 
     Shape:
         logits: (R, 1, h, w) mask logits (detached: no gradient flows through the selection);
@@ -191,6 +193,7 @@ def uncertain_point_coords(
         oversample_ratio: candidates per point (>= 1).
         importance_sample_ratio: fraction of P taken from the uncertain candidates (0..1).
         point_source: the uniform draws.
+        sorted_topk: official sorted top-k; False: unsorted (same points, other order, faster).
     """
     if oversample_ratio < 1:
         raise ValueError(f"oversample_ratio must be >= 1, got {oversample_ratio}")
@@ -204,9 +207,9 @@ def uncertain_point_coords(
     num_random = num_points - num_uncertain
     candidates = point_source((rows, num_sampled, 2), logits.device, "mask_loss_candidates")
     uncertainty = -point_sample(logits.float(), candidates).abs()[:, 0]  # (R, num_sampled)
-    # The set of the most uncertain candidates, in no particular order (the losses average over
-    # the points; an unsorted top-k is ~2.5x faster on CPU than the official sorted one).
-    top = torch.topk(uncertainty, k=num_uncertain, dim=1, sorted=False).indices
+    # parity: official sorted top-k (descending uncertainty); unsorted gives the same points in
+    # another order (the losses average over points), ~2.5x faster on CPU.
+    top = torch.topk(uncertainty, k=num_uncertain, dim=1, sorted=sorted_topk).indices
     coords = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
     if num_random > 0:
         extra = point_source((rows, num_random, 2), logits.device, "mask_loss_random")

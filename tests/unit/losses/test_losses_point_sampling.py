@@ -86,11 +86,22 @@ def test_uncertain_points_keep_the_most_uncertain_candidates_then_the_random_dra
     torch.testing.assert_close(coords[:, 15:], extra, atol=0, rtol=0)
     cand_unc = -point_sample(logits, candidates).abs()[:, 0]
     kept_unc = -point_sample(logits, coords[:, :15]).abs()[:, 0]
-    # The kept points are the 15 most uncertain candidates (as a set: their order is free).
-    torch.testing.assert_close(
-        kept_unc.sort(dim=1, descending=True).values,
-        cand_unc.sort(dim=1, descending=True).values[:, :15],
+    # The kept points are the 15 most uncertain candidates, in descending uncertainty.
+    torch.testing.assert_close(kept_unc, cand_unc.sort(dim=1, descending=True).values[:, :15])
+    # unsorted selection: the same set of points
+    source = ReplayPointSource(
+        [candidates, extra], kinds=["mask_loss_candidates", "mask_loss_random"]
     )
+    unsorted = uncertain_point_coords(
+        logits,
+        num_points=20,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+        point_source=source,
+        sorted_topk=False,
+    )
+    unsorted_unc = -point_sample(logits, unsorted[:, :15]).abs()[:, 0]
+    torch.testing.assert_close(unsorted_unc.sort(dim=1, descending=True).values, kept_unc)
 
 
 def test_uncertain_points_without_importance_are_all_uniform() -> None:
