@@ -16,7 +16,7 @@ from cropformer.model.association import QueryAssociation
 from cropformer.model.backbone import TimmBackbone
 from cropformer.model.decoder import MaskedAttentionDecoder
 from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
-from cropformer.schema import Outputs
+from cropformer.schema import Outputs, PassOutputs
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -116,8 +116,9 @@ class CropFormer(nn.Module):
             normalized: the images are already normalised and padded (e.g. the official tensor).
             aux: return the intermediate predictions (``aux_outputs``, needed by the losses).
                 Inference passes False: each intermediate mask prediction is freed once used.
-            view_chunk: run the backbone and pixel decoder on this many views at a time (they
-                treat views independently; the outputs are the same up to float rounding).
+            view_chunk: run the backbone, the pixel decoder and the image-level pass on this many
+                views at a time (they treat views independently; the outputs are the same up to
+                float rounding).
                 ``None``: all views at once. 1 bounds the activation memory of multi-view
                 inference on CPU.
 
@@ -135,7 +136,7 @@ class CropFormer(nn.Module):
             raise ValueError(f"view_chunk={view_chunk} must be >= 1 or None")
         x = self._pad(images.float()) if normalized else self.normalize(images, view_sizes)
         mask_features, multi_scale = self.encode(x, view_chunk)
-        image_level, states = self.decoder.forward_image_level(multi_scale, mask_features, aux)
+        image_level, states = self.image_level_pass(multi_scale, mask_features, aux, view_chunk)
         out: Outputs = {"image_level": image_level}
         if self.association is not None:
             queries = self.association(states, self.decoder.query_pos.weight, num_views)
@@ -143,6 +144,38 @@ class CropFormer(nn.Module):
                 queries, multi_scale, mask_features, num_views, aux
             )
         return out
+
+    def image_level_pass(
+        self,
+        multi_scale: list[Tensor],
+        mask_features: Tensor,
+        aux: bool = True,
+        view_chunk: int | None = None,
+    ) -> tuple[PassOutputs, Tensor]:
+        """The decoder's image-level pass, optionally ``view_chunk`` views at a time (each view is
+        decoded on its own, so chunks only bound the transient attention memory).
+
+        Shape: as :meth:`MaskedAttentionDecoder.forward_image_level`.
+        """
+        n = mask_features.shape[0]
+        if view_chunk is None or view_chunk >= n:
+            return self.decoder.forward_image_level(multi_scale, mask_features, aux)
+        parts = [
+            self.decoder.forward_image_level(
+                [f[i : i + view_chunk] for f in multi_scale], mask_features[i : i + view_chunk], aux
+            )
+            for i in range(0, n, view_chunk)
+        ]
+        outs = [p[0] for p in parts]
+        merged: PassOutputs = {
+            "pred_logits": torch.cat([o["pred_logits"] for o in outs]),
+            "pred_masks": torch.cat([o["pred_masks"] for o in outs]),
+            "aux_outputs": [
+                {key: torch.cat([layer[key] for layer in layers]) for key in layers[0]}
+                for layers in zip(*(o["aux_outputs"] for o in outs))
+            ],
+        }
+        return merged, torch.cat([p[1] for p in parts])
 
     def encode(self, x: Tensor, view_chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
         """Backbone and pixel decoder, optionally ``view_chunk`` views at a time.

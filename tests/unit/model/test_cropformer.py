@@ -152,6 +152,9 @@ def test_inference_options_keep_the_final_predictions(net: CropFormer) -> None:
         for key in ("pred_logits", "pred_masks"):
             torch.testing.assert_close(lean[level][key], ref[level][key], rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(two[level][key], ref[level][key], rtol=1e-4, atol=1e-4)
+            # chunked passes merge the intermediate predictions of all views in order
+            for a, b in zip(two[level]["aux_outputs"], ref[level]["aux_outputs"], strict=True):
+                torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4)
 
 
 def test_bad_view_chunk_is_rejected(net: CropFormer) -> None:
