@@ -34,7 +34,7 @@ _TRAIN = (
     "~3 %. Phases: forward 3.1 s, losses + matching 2.7 s, backward 6.2 s (official: losses "
     "7-8 s). Mask2Former: GEMMs 42 %, forward 1.65 s, losses 0.74 s, backward 2.3 s. The "
     "remaining time is dominated by the same FLOPs as the official network, so fp32 stops near "
-    "1.7-1.9x. Memory: saved activations of the CropFormer step are 4.3 GB (backbone 1.7, pixel "
+    "1.5-1.8x. Memory: saved activations of the CropFormer step are 4.3 GB (backbone 1.7, pixel "
     "decoder 1.3, decoder passes 0.8, losses 0.5); activation checkpointing cuts them to 1.3 GB "
     "(3.9 GB peak: 2.0x less than official) at +15 % time. Mask2Former's peak stays above half "
     "of 3.8 GB because ~1.1 GB of it is the process itself (torch + timm + hydra imports "
@@ -42,8 +42,8 @@ _TRAIN = (
     "point-sample the 256-channel mask features instead of computing the full-resolution mask "
     "logits of the 18 intermediate predictions (exact by linearity, but a change of the Outputs "
     "contract), or fused CPU kernels for the elementwise chains. The bf16 rows show the "
-    "recipe for hardware with bf16 matrix units (GPUs, this CPU): 2.5x / 1.9x faster with "
-    "2.2x / 1.8x less memory."
+    "recipe for hardware with bf16 matrix units (GPUs, this CPU): ~2.2x / 1.8x faster with "
+    "~2.2x / 1.8x less memory than the official fp32 step."
 )
 
 DIAGNOSES: dict[tuple[str, str], str] = {
