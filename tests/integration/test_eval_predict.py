@@ -105,3 +105,16 @@ def test_predict_cli_without_input_is_one_readable_error(trained):
     )
     assert result.returncode == 2
     assert "input" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_cli_bad_view_chunk_is_one_readable_error(trained, tmp_path):
+    tmp, summary = trained
+    result = run_script(
+        "predict.py",
+        f"ckpt={summary['last_checkpoint']}",
+        f"input={tmp_path}",
+        "view_chunk=0",
+        f"paths.log_dir={tmp}/logs",
+    )
+    assert result.returncode == 2
+    assert "view_chunk=0" in result.stderr and "Traceback" not in result.stderr

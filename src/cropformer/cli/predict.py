@@ -73,6 +73,18 @@ def _test_settings(cfg: DictConfig, data_cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _view_chunk(value: Any) -> int | str | None:
+    """The ``view_chunk`` setting, checked before any work starts."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise UserError(
+        f"view_chunk={value!r}: use auto (1 view at a time on CPU, all on GPU), null (all views "
+        "at once) or a positive number of views"
+    )
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Segment every input image; write overlay PNG, 16-bit id-map PNG and RLE json per image."""
     from rich.progress import track
@@ -84,6 +96,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt or ckpt=last")
     require(cfg, "input", "pass input=DIR, input=FILE or input='photos/*.jpg'")
+    view_chunk = _view_chunk(cfg.get("view_chunk", "auto"))
     files = list_inputs(str(cfg.input))
     checkpoint = resolve_checkpoint(
         str(cfg.ckpt), log_dir=cfg.paths.log_dir, task_name=str(cfg.get("train_task", "train"))
@@ -105,7 +118,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         module.fusion,
         device=device,
         precision=str(cfg.get("precision", "32")),
-        view_chunk=cfg.get("view_chunk", "auto"),
+        view_chunk=view_chunk,
         **settings,
     )
     write = cfg.get("write") or {}

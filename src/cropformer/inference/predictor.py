@@ -71,10 +71,10 @@ class EntityPredictor:
             always works in float32).
         view_builder: builds the views of one image (default
             ``cropformer.data.views.build_eval_views``); injectable for tests.
-        view_chunk: views run through the backbone and pixel decoder at a time (``CropFormer``
-            networks only; the views are independent there, the result is the same up to float
-            rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the 5-view forward),
-            all at once on GPU; an int or None (all) forces it.
+        view_chunk: views run through the backbone, pixel decoder and image-level pass at a time
+            (``CropFormer`` networks only; the views are independent there, the result is the same
+            up to float rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the
+            5-view forward), all at once on GPU; an int or None (all) forces it.
 
     A ``CropFormer`` network is also called with ``aux=False``: the intermediate predictions of
     the decoder are not kept (the losses need them, inference does not).
