@@ -296,3 +296,15 @@ def test_config_builds_the_official_criterion() -> None:
     assert criterion.weight_of("loss_mask_3d") == 5.0
     torch.testing.assert_close(criterion.class_weights, torch.tensor([1.0, 0.1]))
     assert "class_weights" not in criterion.state_dict()
+    assert criterion.sorted_uncertain_points is True  # official sorted top-k by default
+
+
+def test_unsorted_uncertain_points_give_the_same_losses() -> None:
+    """Same draws, same selected points in another order: equal up to summation order."""
+    targets = make_targets([3, 2], views=2, size=SIZE, seed=3)
+    outputs = _outputs(2, 2)
+    ref = _criterion(points=96, seed=5)(outputs, targets)
+    fast = _criterion(points=96, seed=5, sorted_uncertain_points=False)(outputs, targets)
+    assert ref.keys() == fast.keys()
+    for key in ref:
+        torch.testing.assert_close(fast[key], ref[key], rtol=1e-5, atol=1e-6, msg=key)
