@@ -105,6 +105,32 @@ def make_row(
     return r
 
 
+def failed_row(
+    row: str,
+    what: str,
+    error: object,
+    *,
+    target: str = "-",
+    met: bool | None = None,
+    inputs: str = "-",
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """The row reported for a case that could not be measured (the error goes into its note)."""
+    return make_row(
+        row,
+        what,
+        reference="-",
+        ours="-",
+        ratio=None,
+        target=target,
+        met=met,
+        inputs=inputs,
+        device=device,
+        check="failed",
+        note=str(error)[:400],
+    )
+
+
 VERSIONS = ""  # filled lazily by run_all (importing torch here would slow the children down)
 
 

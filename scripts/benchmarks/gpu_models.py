@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import make_row, run_isolated, timeit
+from common import failed_row, make_row, run_isolated, timeit
 
 MODELS = ("r50", "swint", "swinl")
 
@@ -96,18 +96,14 @@ def run(quick: bool = False, device: str = "cuda") -> list[dict[str, Any]]:
             )
             if "error" in m2f or "error" in cf:
                 rows.append(
-                    make_row(
+                    failed_row(
                         "gpu",
                         f"{bb} {mode}",
-                        reference="-",
-                        ours="-",
-                        ratio=None,
+                        str(m2f.get("error") or cf.get("error"))[:300],
                         target="report",
                         met=None,
                         inputs="-",
                         device="cuda",
-                        check="failed",
-                        note=str(m2f.get("error") or cf.get("error"))[:300],
                     )
                 )
                 continue

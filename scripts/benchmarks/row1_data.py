@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, make_row, run_isolated
+from common import REPO, failed_row, make_row, run_isolated
 
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -113,17 +113,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
         ):
             if "error" in r:
                 rows.append(
-                    make_row(
+                    failed_row(
                         "1",
                         f"Data, {label}, {W}x{H}",
-                        reference="-",
-                        ours="-",
-                        ratio=None,
+                        r["error"][:300],
                         target=f">= {target:.0f}x",
                         met=False,
                         inputs=f"{W}x{H} JPEG, {K} RLE entities",
-                        check="failed",
-                        note=r["error"][:300],
                     )
                 )
                 continue

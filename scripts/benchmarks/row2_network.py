@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common import fmt_gb, fmt_s, make_row, run_isolated, timeit
+from common import failed_row, fmt_gb, fmt_s, make_row, run_isolated, timeit
 
 NUM_TARGETS = 20
 
@@ -209,17 +209,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
             o, r = res["ours"], res["hf"]
             if "error" in o or "error" in r:
                 rows.append(
-                    make_row(
+                    failed_row(
                         "2",
                         f"M2F {what} {W}x{H} {precision}",
-                        reference="-",
-                        ours="-",
-                        ratio=None,
+                        str(o.get("error") or r.get("error"))[:400],
                         target=">= 1.2x",
                         met=False,
                         inputs=f"{W}x{H}",
-                        check="failed",
-                        note=str(o.get("error") or r.get("error"))[:400],
                     )
                 )
                 break

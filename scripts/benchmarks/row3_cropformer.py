@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from common import fmt_gb, fmt_s, make_row, run_isolated, timeit
+from common import failed_row, fmt_gb, fmt_s, make_row, run_isolated, timeit
 
 ANCHORS = {
     "train_cf": (22.7, 7.85),  # s, GB (official CropFormer training step, short side 512)
@@ -176,17 +176,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
         a_s, a_gb = ANCHORS[key]
         if "error" in r:
             rows.append(
-                make_row(
+                failed_row(
                     "3c",
                     f"Training step {label}",
-                    reference="-",
-                    ours="-",
-                    ratio=None,
+                    r["error"][:300],
                     target=">= 2x faster, <= 0.5x memory",
                     met=False,
                     inputs="short side 512",
-                    check="failed",
-                    note=r["error"][:300],
                 )
             )
             continue
@@ -249,17 +245,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
         a_s, a_gb = ANCHORS[key]
         if "error" in r:
             rows.append(
-                make_row(
+                failed_row(
                     "3b",
                     f"Inference {W}x{H}",
-                    reference="-",
-                    ours="-",
-                    ratio=None,
+                    r["error"][:300],
                     target="-",
                     met=False,
                     inputs=f"{W}x{H}",
-                    check="failed",
-                    note=r["error"][:300],
                 )
             )
             continue

@@ -14,7 +14,7 @@ import io
 import time
 from typing import Any
 
-from common import fmt_s, make_row, run_isolated
+from common import failed_row, fmt_s, make_row, run_isolated
 
 
 def _grid_map(H: int, W: int, rows: int, cols: int, phases: Any, jitter: float) -> Any:
@@ -167,17 +167,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     ref = run_isolated("row5_eval", "measure", {"impl": "pycocotools", **kw})
     if "error" in ours or "error" in ref:
         return [
-            make_row(
+            failed_row(
                 "5",
                 "Entity AP",
-                reference="-",
-                ours="-",
-                ratio=None,
+                str(ours.get("error") or ref.get("error"))[:300],
                 target=">= 3x, identical AP",
                 met=False,
                 inputs=f"{n} x {W}x{H}",
-                check="failed",
-                note=str(ours.get("error") or ref.get("error"))[:300],
             )
         ]
     same = all(abs(ours[k] - ref[k]) < 1e-9 for k in ("AP", "AP50", "AP75"))

@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.render_only:
         data = json.loads((Path(args.out) / "results.json").read_text())
-        rows = [diagnosis.annotate(r) for r in data["rows"]]
-        md = common.write_results(rows, args.out, data["command"])
+        rendered = [diagnosis.annotate(r) for r in data["rows"]]
+        md = common.write_results(rendered, args.out, data["command"])
         print(f"[bench] re-rendered {md}")
         return 0
     common.VERSIONS = common.versions()
@@ -95,17 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             new = importlib.import_module(name).run(quick=args.quick, device=args.device)
         except Exception as exc:  # noqa: BLE001 - keep the other rows
             new = [
-                common.make_row(
-                    name,
-                    "failed",
-                    reference="-",
-                    ours="-",
-                    ratio=None,
-                    target="-",
-                    met=None,
-                    inputs="-",
-                    check="failed",
-                    note=f"{type(exc).__name__}: {exc}",
+                common.failed_row(
+                    name, "failed", f"{type(exc).__name__}: {exc}", target="-", met=None, inputs="-"
                 )
             ]
         for r in new:
