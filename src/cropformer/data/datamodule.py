@@ -48,7 +48,8 @@ class EntityDataModule(L.LightningDataModule):
         batch_size: GLOBAL images per training step, divided by the world size.
         eval_batch_size: images per device in val/test (official: 1).
         num_workers, pin_memory, persistent_workers: DataLoader settings.
-        crop: ``{ratio, stride_ratio, num_train, num_test, mode}`` (``data/crop`` group).
+        crop: ``{ratio, stride_ratio, num_train, num_test, mode, cover_gap}`` (``data/crop``
+            group; ``cover_gap``: widen ratio-0.5 crops of odd sides, not official).
         train_short_sides, train_max_size: official {640..800} / 1333.
         test_short_side, test_max_size: official 800 / 1333.
         crop_max_size: long-side cap of crop views, train and test (official MAX_SIZE_TRAIN;
@@ -107,6 +108,7 @@ class EntityDataModule(L.LightningDataModule):
             "num_train": 1,
             "num_test": 4,
             "mode": "fixed",
+            "cover_gap": False,
         }
         crop_d.update(_as_dict(crop))
         self.crop: dict[str, Any] = crop_d
@@ -245,6 +247,7 @@ class EntityDataModule(L.LightningDataModule):
                 num_crops=int(self.crop["num_train"]),
                 crop_ratio=float(self.crop["ratio"]),
                 stride_ratio=float(self.crop["stride_ratio"]),
+                cover_gap=bool(self.crop["cover_gap"]),
                 flip_prob=self.flip_prob,
                 lsj=self.lsj,
             )
@@ -257,6 +260,7 @@ class EntityDataModule(L.LightningDataModule):
             num_crops=int(self.crop["num_test"]),
             crop_ratio=float(self.crop["ratio"]),
             stride_ratio=float(self.crop["stride_ratio"]),
+            cover_gap=bool(self.crop["cover_gap"]),
         )
 
     def _build(self, split: str, annotations: str | None) -> EntityDataset:

@@ -50,6 +50,8 @@ class ViewSampler:
         crop_mode: ``fixed`` | ``fixed8`` | ``random`` | ``none``.
         num_crops: crops per sample (official 1 in training, 4 at test).
         crop_ratio, stride_ratio: crop geometry (0.7 / 0.6).
+        cover_gap: widen ratio-0.5 crops of odd sides so two crops leave no 1-px gap (not
+            official; see :func:`cropformer.data.views.crop_size`).
         flip_prob: horizontal flip probability in training (0.5).
         lsj: ``None`` or ``{"image_size": 1024, "min_scale": 0.1, "max_scale": 2.0}``: the
             Mask2Former baselines' large-scale jitter instead of the crop mapper (one view:
@@ -65,6 +67,7 @@ class ViewSampler:
     num_crops: int = 1
     crop_ratio: float = 0.7
     stride_ratio: float = 0.6
+    cover_gap: bool = False
     flip_prob: float = 0.5
     lsj: dict[str, float] | None = None
 
@@ -95,7 +98,8 @@ class ViewSampler:
             boxes, idx = [], ()
         elif self.train and self.crop_mode == "random":
             boxes = [
-                random_crop_box(height, width, self.crop_ratio, rng) for _ in range(self.num_crops)
+                random_crop_box(height, width, self.crop_ratio, rng, cover_gap=self.cover_gap)
+                for _ in range(self.num_crops)
             ]
             idx = tuple(range(self.num_crops))
         else:
@@ -105,6 +109,7 @@ class ViewSampler:
                 mode=self.crop_mode,
                 ratio=self.crop_ratio,
                 stride_ratio=self.stride_ratio,
+                cover_gap=self.cover_gap,
             )
             # Every sample keeps exactly num_crops crops so batches stack (T fixed); only a
             # degenerate image (a side of a few pixels) has fewer distinct boxes: repeat them.

@@ -37,15 +37,16 @@ def resize_shortest_edge_size(
     return max(int(height * scale + 0.5), 1), max(int(width * scale + 0.5), 1)
 
 
-def _crop_size(height: int, width: int, ratio: float) -> tuple[int, int]:
-    """(w, h) of a crop: ``int(ratio * side)`` per side (official).
+def crop_size(height: int, width: int, ratio: float, *, cover_gap: bool = False) -> tuple[int, int]:
+    """(w, h) of a crop: ``int(ratio * side)`` per side (official), at least 1 px.
 
-    For ratio >= 0.5 a side is raised to ``ceil(side / 2)`` when truncation would fall below
-    it (only ratio 0.5 with an odd side, or sides under 5 px): two crops then still cover the
-    image without a 1-pixel seam. For the official 0.7 this never changes a size.
+    Official quirk: at ratio 0.5 with an odd side the two crops leave the middle 1-px column
+    (row) uncovered. ``cover_gap`` (``data.crop.cover_gap``, off by default) raises a side to
+    ``ceil(side / 2)`` when truncation falls below it (ratio >= 0.5 only), so two crops cover
+    the image; for the official 0.7 it never changes a size above 4 px.
     """
     cw, ch = max(int(ratio * width), 1), max(int(ratio * height), 1)
-    if ratio >= 0.5:
+    if cover_gap and ratio >= 0.5:
         cw, ch = max(cw, (width + 1) // 2), max(ch, (height + 1) // 2)
     return cw, ch
 
@@ -65,11 +66,17 @@ def _starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 def corner_crop_boxes(
-    height: int, width: int, ratio: float = 0.7, stride_ratio: float = 0.6
+    height: int,
+    width: int,
+    ratio: float = 0.7,
+    stride_ratio: float = 0.6,
+    *,
+    cover_gap: bool = False,
 ) -> list[Box]:
     """The official fixed crop boxes ``(x0, y0, x1, y1)``, row-major from the top-left.
 
-    Crop size is ``int(ratio*W) x int(ratio*H)`` (ratio is per side; see ``_crop_size``).
+    Crop size is ``int(ratio*W) x int(ratio*H)`` (ratio is per side; ``cover_gap``: see
+    :func:`crop_size`).
     Start positions step by ``int(stride_ratio*side)`` and the last one is clamped so the crop
     ends at the border; with the defaults that gives 4 crops: top-left, top-right, bottom-left,
     bottom-right.
@@ -78,18 +85,20 @@ def corner_crop_boxes(
         raise ValueError(f"crop ratio must be in (0, 1], got {ratio}")
     if stride_ratio <= 0.0:
         raise ValueError(f"crop stride_ratio must be > 0, got {stride_ratio}")
-    cw, ch = _crop_size(height, width, ratio)
+    cw, ch = crop_size(height, width, ratio, cover_gap=cover_gap)
     sx, sy = max(int(stride_ratio * width), 1), max(int(stride_ratio * height), 1)
     return [(x, y, x + cw, y + ch) for y in _starts(height, ch, sy) for x in _starts(width, cw, sx)]
 
 
-def grid8_crop_boxes(height: int, width: int, ratio: float = 0.7) -> list[Box]:
+def grid8_crop_boxes(
+    height: int, width: int, ratio: float = 0.7, *, cover_gap: bool = False
+) -> list[Box]:
     """Denser fixed grid (``crop=fixed8``): a 3x3 grid of crop positions minus the centre.
 
     Order: top-left, top-centre, top-right, middle-left, middle-right, bottom-left,
     bottom-centre, bottom-right. Not in the official code (an extension for ablations).
     """
-    cw, ch = _crop_size(height, width, ratio)
+    cw, ch = crop_size(height, width, ratio, cover_gap=cover_gap)
     xs = [0, (width - cw) // 2, width - cw]
     ys = [0, (height - ch) // 2, height - ch]
     return [
@@ -101,21 +110,29 @@ def grid8_crop_boxes(height: int, width: int, ratio: float = 0.7) -> list[Box]:
 
 
 def crop_boxes(
-    height: int, width: int, *, mode: str = "fixed", ratio: float = 0.7, stride_ratio: float = 0.6
+    height: int,
+    width: int,
+    *,
+    mode: str = "fixed",
+    ratio: float = 0.7,
+    stride_ratio: float = 0.6,
+    cover_gap: bool = False,
 ) -> list[Box]:
     """All candidate crop boxes of a crop mode (``random`` uses the fixed ones at evaluation)."""
     if mode in ("fixed", "random"):
-        return corner_crop_boxes(height, width, ratio, stride_ratio)
+        return corner_crop_boxes(height, width, ratio, stride_ratio, cover_gap=cover_gap)
     if mode == "fixed8":
-        return grid8_crop_boxes(height, width, ratio)
+        return grid8_crop_boxes(height, width, ratio, cover_gap=cover_gap)
     if mode == "none":
         return []
     raise ValueError(f"unknown crop mode {mode!r}; expected one of {CROP_MODES}")
 
 
-def random_crop_box(height: int, width: int, ratio: float, rng: np.random.Generator) -> Box:
+def random_crop_box(
+    height: int, width: int, ratio: float, rng: np.random.Generator, *, cover_gap: bool = False
+) -> Box:
     """A crop of the fixed size at a uniformly random position (paper Table 9b ablation)."""
-    cw, ch = _crop_size(height, width, ratio)
+    cw, ch = crop_size(height, width, ratio, cover_gap=cover_gap)
     x = int(rng.integers(0, width - cw + 1))
     y = int(rng.integers(0, height - ch + 1))
     return (x, y, x + cw, y + ch)
@@ -232,6 +249,7 @@ def build_eval_views(
     num_crops: int = 4,
     crop_mode: str = "fixed",
     crop_max_size: int | None = None,
+    cover_gap: bool = False,
 ) -> dict[str, object]:
     """The official evaluation views of one in-the-wild image (no flip).
 
@@ -243,6 +261,7 @@ def build_eval_views(
         crop_mode: ``fixed`` (4 corners), ``fixed8`` (3x3 grid minus centre), ``random``
             (= fixed at evaluation), ``none``.
         crop_max_size: long-side cap of crop views (official: MAX_SIZE_TRAIN, 1333 by default).
+        cover_gap: widen ratio-0.5 crops of odd sides to leave no gap (see :func:`crop_size`).
 
     Returns:
         ``images``: list of T (3, h, w) uint8 tensors; ``boxes``: (T, 4) float32 in original
@@ -254,7 +273,9 @@ def build_eval_views(
             f"got {image.shape} {image.dtype}"
         )
     H, W = image.shape[:2]
-    boxes = crop_boxes(H, W, mode=crop_mode, ratio=crop_ratio, stride_ratio=stride_ratio)
+    boxes = crop_boxes(
+        H, W, mode=crop_mode, ratio=crop_ratio, stride_ratio=stride_ratio, cover_gap=cover_gap
+    )
     boxes = boxes[: max(num_crops, 0)]
     views = plan_views(
         H, W, boxes, short_side=short_side, max_size=max_size, crop_max_size=crop_max_size

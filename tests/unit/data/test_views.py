@@ -27,10 +27,46 @@ from cropformer.data.views import (
 SIZES = [(420, 512), (300, 451), (1536, 2048), (6000, 8000), (7, 5), (1, 1), (999, 1001), (2, 3000)]
 
 
+def _official_corner_boxes(h: int, w: int, ratio: float, stride: float) -> list[tuple]:
+    """The official crop loop (reference §3.2), written out independently of ours."""
+    cw, ch = int(ratio * w), int(ratio * h)
+    sx, sy = int(stride * w), int(stride * h)
+
+    def starts(size: int, crop: int, step: int) -> list[int]:
+        out = [0]
+        while out[-1] + crop < size:
+            out.append(min(out[-1] + step, size - crop))
+        return out
+
+    return [(x, y, x + cw, y + ch) for y in starts(h, ch, sy) for x in starts(w, cw, sx)]
+
+
+def test_corner_crop_boxes_equal_official_by_default():
+    ratios = [round(0.5 + 0.05 * i, 2) for i in range(7)]  # 0.5 .. 0.8
+    sizes = [(h, w) for h in range(2, 40) for w in range(2, 40)] + SIZES[:4] + [(999, 1001)]
+    for ratio in ratios:
+        for h, w in sizes:
+            assert corner_crop_boxes(h, w, ratio=ratio) == _official_corner_boxes(
+                h, w, ratio, 0.6
+            ), (h, w, ratio)
+
+
+def test_corner_crop_boxes_official_gap_at_half_ratio_odd_side():
+    boxes = corner_crop_boxes(9, 11, ratio=0.5)
+    assert boxes == [(0, 0, 5, 4), (6, 0, 11, 4), (0, 5, 5, 9), (6, 5, 11, 9)]
+    cover = np.zeros((9, 11), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        cover[y0:y1, x0:x1] = True
+    assert not cover[:, 5].any() and not cover[4, :].any()  # the official 1-px gaps
+    # cover_gap widens to ceil(side / 2): no gap.
+    widened = corner_crop_boxes(9, 11, ratio=0.5, cover_gap=True)
+    assert widened == [(0, 0, 6, 5), (5, 0, 11, 5), (0, 4, 6, 9), (5, 4, 11, 9)]
+
+
 @pytest.mark.parametrize(("h", "w"), SIZES)
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.55, 0.7, 0.8, 1.0])
-def test_corner_crop_boxes_inside_per_side_ratio_cover(h, w, ratio):
-    boxes = corner_crop_boxes(h, w, ratio=ratio, stride_ratio=0.6)
+def test_corner_crop_boxes_cover_gap_inside_per_side_ratio_cover(h, w, ratio):
+    boxes = corner_crop_boxes(h, w, ratio=ratio, stride_ratio=0.6, cover_gap=True)
     cw, ch = max(int(ratio * w), 1), max(int(ratio * h), 1)
     if ratio >= 0.5:  # no 1-px seam from truncation (ratio 0.5, odd side)
         cw, ch = max(cw, (w + 1) // 2), max(ch, (h + 1) // 2)
@@ -44,6 +80,15 @@ def test_corner_crop_boxes_inside_per_side_ratio_cover(h, w, ratio):
         for x0, y0, x1, y1 in boxes:
             cover[y0:y1, x0:x1] = True
         assert cover.all()
+
+
+def test_cover_gap_reaches_the_view_sampler_from_the_data_config():
+    from cropformer.data.datamodule import EntityDataModule
+
+    dm = EntityDataModule(crop={"ratio": 0.5})
+    assert dm.sampler_for("val").draw(9, 11, np.random.default_rng(0)).views[1].box == (0, 0, 5, 4)
+    dm = EntityDataModule(crop={"ratio": 0.5, "cover_gap": True})
+    assert dm.sampler_for("val").draw(9, 11, np.random.default_rng(0)).views[1].box == (0, 0, 6, 5)
 
 
 def test_corner_crop_boxes_official_example():
