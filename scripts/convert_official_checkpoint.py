@@ -6,9 +6,9 @@ Usage:
 
 The network the weights must fit is, in this order: built from ``--official-config`` (a resolved
 official yacs config); or composed from ``conf/`` with ``model=<--model>`` and the extra Hydra
-overrides; or guessed from the keys (R50 / Swin-T / Swin-L, CropFormer if the association module
-is present, query count from ``query_feat``). The converted weights are loaded with
-``strict=True``; official keys that no rule maps are listed. OUT holds
+overrides; or guessed from the keys (R50 / Swin-T / Swin-L / HorNet-L, CropFormer if the
+association module is present, query count from ``query_feat``). The converted weights are
+loaded with ``strict=True``; official keys that no rule maps are listed. OUT holds
 ``{"state_dict": ..., "model": name, "source": IN, "unmapped": [...]}`` (keys of
 ``CropFormer``; ``--prefix net.`` gives the LightningModule's keys).
 """
@@ -24,7 +24,13 @@ from typing import Any
 import torch
 import yaml
 
-from cropformer.model.convert import build_from_official_config, convert_official_state_dict
+from cropformer.model.convert import (
+    build_from_official_config,
+    convert_official_state_dict,
+    detect_official_architecture,
+    official_num_queries,
+)
+from cropformer.utils.errors import UserError
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -41,26 +47,10 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _guess_model(sd: dict[str, torch.Tensor]) -> tuple[str, list[str]]:
-    kind = "cropformer" if any(".make_3d." in k for k in sd) else "mask2former"
-    if "backbone.stem.conv1.weight" in sd:
-        backbone = "r50"
-    elif "backbone.patch_embed.proj.weight" in sd:
-        width = int(sd["backbone.patch_embed.proj.weight"].shape[0])
-        backbone = {96: "swint", 192: "swinl"}.get(width, "")
-        if not backbone:
-            raise ValueError(
-                f"Swin embed width {width} is neither Swin-T (96) nor Swin-L (192); pass "
-                "--official-config or --model with overrides"
-            )
-    else:
-        raise ValueError(
-            "cannot tell the backbone from the keys; pass --official-config or --model"
-        )
-    overrides = []
-    query = sd.get("sem_seg_head.predictor.query_feat.weight")
-    if query is not None:
-        overrides.append(f"model.net.decoder.num_queries={int(query.shape[0])}")
-    return f"{kind}_{backbone}", overrides
+    name = detect_official_architecture(sd)
+    queries = official_num_queries(sd)
+    overrides = [] if queries is None else [f"model.net.decoder.num_queries={queries}"]
+    return name, overrides
 
 
 def _fresh_association(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -126,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.model:
             name, overrides = args.model, list(args.overrides)
         else:
-            name, overrides = _guess_model(inner)
+            try:
+                name, overrides = _guess_model(inner)
+            except UserError as err:
+                print(f"error: {args.input}: {err}", file=sys.stderr)
+                return 2
             overrides += list(args.overrides)
             print(f"model guessed from the keys: {name} {' '.join(overrides)}")
         with torch.device("meta"):

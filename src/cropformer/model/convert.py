@@ -19,6 +19,7 @@ from cropformer.model.backbone import TimmBackbone
 from cropformer.model.cropformer import CropFormer
 from cropformer.model.decoder import MaskedAttentionDecoder
 from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
+from cropformer.utils.errors import UserError
 
 # Official keys that are deliberately not carried over: derived buffers and loss buffers.
 IGNORED_KEYS = (
@@ -166,6 +167,90 @@ def convert_official_state_dict(
             value = torch.as_tensor(value)
         ours[new] = value
     return ours, unmapped
+
+
+# Keys only an official detectron2 CropFormer / Mask2Former state dict has (ours start with
+# ``backbone.body.``, ``pixel_decoder.``, ``decoder.``, ... or ``net.`` for a Lightning checkpoint).
+_OFFICIAL_HEAD_PREFIX = "sem_seg_head."
+_HORNET_STEM = "backbone.downsample_layers.0.0.weight"
+_SWIN_STEM = "backbone.patch_embed.proj.weight"
+_RESNET_STEM = "backbone.stem.conv1.weight"
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The state dict inside detectron2's ``{"model": state_dict, ...}`` wrapper (or itself)."""
+    inner = state_dict.get("model")
+    return inner if isinstance(inner, Mapping) else state_dict
+
+
+def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """Whether ``state_dict`` is an official detectron2 CropFormer / Mask2Former model.
+
+    True for the released ``model_final.pth`` files (``{"model": ...}`` wrapper or the bare
+    ``model.state_dict()``) and detectron2 ``.pkl`` dicts: they have ``sem_seg_head.*`` keys, which
+    none of our checkpoints (``net.*`` / ``backbone.body.*`` / ``pixel_decoder.*`` keys) has.
+    """
+    inner = _unwrap(state_dict)
+    return any(isinstance(k, str) and k.startswith(_OFFICIAL_HEAD_PREFIX) for k in inner)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in getattr(value, "shape", ()))
+
+
+def detect_official_architecture(state_dict: Mapping[str, Any]) -> str:
+    """Our ``model=`` config name for an official state dict, guessed from its keys and shapes.
+
+    ``cropformer_*`` when the association module (``make_3d``) is present, else ``mask2former_*``;
+    the backbone from its stem: ``r50`` (detectron2 ResNet-50), ``swint`` / ``swinl`` (Swin patch
+    embedding width 96 / 192), ``hornetl`` (HorNet stem width 192). The query count is not part of
+    the name (HorNet-L configs have 200 queries, the others 100; see
+    :func:`official_num_queries`).
+
+    Raises:
+        UserError: not an official state dict, or a backbone of another size or kind (the
+            message says what was found and to pass ``model=`` explicitly).
+    """
+    inner = _unwrap(state_dict)
+    if not is_official_state_dict(inner):
+        sample = ", ".join(repr(k) for k in list(inner)[:3])
+        raise UserError(
+            "not an official detectron2 CropFormer/Mask2Former state dict (no 'sem_seg_head.*'"
+            f" keys; first keys: {sample or 'none'}); pass one of our checkpoints, or convert the"
+            " file with scripts/convert_official_checkpoint.py"
+        )
+    kind = "cropformer" if any(".make_3d." in k for k in inner) else "mask2former"
+    if _RESNET_STEM in inner:
+        if any(k.startswith("backbone.res4.6.") for k in inner):  # R101: 23 res4 blocks
+            raise UserError(
+                "official checkpoint has a ResNet deeper than ResNet-50 (res4 has more than 6"
+                " blocks); pass model=<name> with matching overrides"
+            )
+        return f"{kind}_r50"
+    for stem, family, widths in (
+        (_SWIN_STEM, "Swin", {96: "swint", 192: "swinl"}),
+        (_HORNET_STEM, "HorNet", {192: "hornetl"}),
+    ):
+        if stem in inner:
+            width = _shape(inner[stem])[0] if _shape(inner[stem]) else -1
+            if width not in widths:
+                known = ", ".join(f"{w} ({n})" for w, n in widths.items())
+                raise UserError(
+                    f"official checkpoint key {stem!r} has width {width}, not a released {family}"
+                    f" size ({known}); pass model=<name> with matching overrides"
+                )
+            return f"{kind}_{widths[width]}"
+    raise UserError(
+        "cannot tell the backbone of the official checkpoint from its keys (none of"
+        f" {_RESNET_STEM!r}, {_SWIN_STEM!r}, {_HORNET_STEM!r}); pass model=<name>"
+    )
+
+
+def official_num_queries(state_dict: Mapping[str, Any]) -> int | None:
+    """Q of an official state dict (rows of ``query_feat``), or None when it has no decoder."""
+    query = _unwrap(state_dict).get(f"{_D}query_feat.weight")
+    shape = _shape(query) if query is not None else ()
+    return shape[0] if shape else None
 
 
 def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:

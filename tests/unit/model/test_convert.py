@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from cropformer.model.convert import convert_official_state_dict, official_key_to_ours
+from cropformer.model.convert import (
+    convert_official_state_dict,
+    detect_official_architecture,
+    is_official_state_dict,
+    official_key_to_ours,
+    official_num_queries,
+)
+from cropformer.utils.errors import UserError
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared"
 KEYS = SHARED / "reference" / "official_keys"
@@ -55,6 +62,60 @@ def test_official_keys_map_onto_our_model(name: str) -> None:
     converted, unmapped = convert_official_state_dict(fake)
     assert unmapped == []
     assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+
+
+ALL_OFFICIAL = (
+    "cropformer_hornetl",
+    "cropformer_r50",
+    "cropformer_swinl",
+    "cropformer_swint",
+    "mask2former_r50",
+    "mask2former_swinl",
+    "mask2former_swint",
+)
+
+
+def _fake_official(name: str) -> dict[str, torch.Tensor]:
+    return {k: torch.empty(shape, device="meta") for k, shape in _official_keys(name).items()}
+
+
+@pytest.mark.parametrize("name", ALL_OFFICIAL)
+def test_official_architecture_is_detected_from_the_keys(name: str) -> None:
+    sd = _fake_official(name)
+    assert is_official_state_dict(sd) and is_official_state_dict({"model": sd, "iteration": 5})
+    assert detect_official_architecture(sd) == name
+    assert detect_official_architecture({"model": sd}) == name
+    assert official_num_queries(sd) == (200 if "hornet" in name else 100)
+
+
+def test_our_checkpoints_are_not_official() -> None:
+    ours = {
+        "net.backbone.body.conv1.weight": torch.zeros(1),
+        "net.decoder.query_feat.weight": torch.zeros(2, 4),
+    }
+    assert not is_official_state_dict(ours)
+    assert not is_official_state_dict({"backbone.body.conv1.weight": torch.zeros(1)})
+    assert not is_official_state_dict({})
+    with pytest.raises(UserError, match="not an official detectron2.*net.backbone.body"):
+        detect_official_architecture(ours)
+    assert official_num_queries({"sem_seg_head.pixel_decoder.x": torch.zeros(1)}) is None
+
+
+def test_unknown_official_backbones_raise_a_clear_error() -> None:
+    head = {"sem_seg_head.predictor.query_feat.weight": torch.zeros(100, 256)}
+    swin_b = {**head, "backbone.patch_embed.proj.weight": torch.zeros(128, 3, 4, 4)}
+    with pytest.raises(UserError, match="width 128, not a released Swin size.*model="):
+        detect_official_architecture(swin_b)
+    hornet_b = {**head, "backbone.downsample_layers.0.0.weight": torch.zeros(128, 3, 4, 4)}
+    with pytest.raises(UserError, match="width 128, not a released HorNet size"):
+        detect_official_architecture(hornet_b)
+    r101 = {**head, "backbone.stem.conv1.weight": torch.zeros(64, 3, 7, 7)}
+    r101["backbone.res4.22.conv1.weight"] = torch.zeros(1)
+    r101["backbone.res4.6.conv1.weight"] = torch.zeros(1)
+    with pytest.raises(UserError, match="deeper than ResNet-50"):
+        detect_official_architecture(r101)
+    with pytest.raises(UserError, match="cannot tell the backbone"):
+        detect_official_architecture(head)
 
 
 def test_unknown_keys_are_reported() -> None:
