@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.utils import instantiate
@@ -41,6 +42,70 @@ def _override(group: str, option: str) -> str:
     return f"{group}={option}"
 
 
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """(key path, value) of every leaf of a plain dict (lists are leaves)."""
+    if isinstance(node, dict) and node:
+        return [kv for k, v in node.items() for kv in _leaves(v, (*prefix, str(k)))]
+    return [(prefix, node)]
+
+
+def _at(node: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        assert isinstance(node, dict) and key in node, f"composed config lacks {'.'.join(path)}"
+        node = node[key]
+    return node
+
+
+# keys the tests override on the command line (so not the option's values)
+TEST_OVERRIDES = {("paths", k) for k in ("output_dir", "log_dir", "data_dir")}
+
+
+def _overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def _assert_selects(cfg: DictConfig, group: str, option: str) -> int:
+    """Every value the option's YAML sets is in the composed config (its targets, its keys),
+    and so is every group option it selects with ``override /group: option``; returns the
+    number of values checked."""
+    path = CONF / group / f"{option}.yaml"
+    text = path.read_text()
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    assert isinstance(raw, dict)
+    composed = OmegaConf.to_container(cfg, resolve=False)
+    is_global = "@package _global_" in text
+    own_base = composed if is_global else _at(composed, tuple(group.split("/")))
+    defaults = raw.pop("defaults", None) or []
+    raw.pop("hydra", None)  # run-time only: not part of the composed job config
+    own = _leaves(raw)
+    checked = 0
+    for key, value in own:
+        full = key if is_global else (*group.split("/"), *key)
+        if key and not any(_overlaps(full, t) for t in TEST_OVERRIDES):
+            assert _at(own_base, key) == value, f"{group}={option}: {'.'.join(key)}"
+            checked += 1
+    set_here = {key for key, _ in own}
+    for entry in defaults:
+        if not isinstance(entry, dict):
+            continue
+        for k, sub in entry.items():
+            if not k.startswith("override /") or sub is None:
+                continue
+            sub_group = k.removeprefix("override /")
+            sub_raw = OmegaConf.to_container(OmegaConf.load(CONF / sub_group / f"{sub}.yaml"))
+            assert isinstance(sub_raw, dict)
+            sub_raw.pop("defaults", None)
+            prefix = tuple(sub_group.split("/"))
+            for key, value in _leaves(sub_raw):
+                full = (*prefix, *key) if is_global else key
+                if any(_overlaps(full, s) for s in set_here):
+                    continue  # the option itself sets this key
+                assert _at(composed, (*prefix, *key)) == value, f"{sub_group}={sub}: {key}"
+                checked += 1
+    return checked
+
+
 def _compose(overrides: list[str], name: str = "train") -> DictConfig:
     cfg = compose_config(overrides + ["paths.output_dir=/tmp/cf-config-test"], config_name=name)
     return cfg
@@ -65,12 +130,27 @@ def test_every_yaml_belongs_to_a_group():
 
 @pytest.mark.parametrize("name", sorted(PRIMARY))
 def test_primary_configs_compose(name):
+    name = name.removesuffix(".yaml")
     overrides = ["ckpt=x.ckpt"] if name != "train" else []
     if name == "predict":
         overrides.append("input=x")
     cfg = _compose(overrides, name)
     OmegaConf.resolve(cfg)
-    assert cfg.task_name
+    assert cfg.task_name == name
+    if name != "predict":
+        assert cfg.data._target_ == "cropformer.data.datamodule.EntityDataModule"
+        assert cfg.data.crop.mode == "fixed" and cfg.data.crop.num_test == 4  # data=synthetic
+        assert cfg.trainer._target_ == "lightning.pytorch.trainer.Trainer"
+    if name == "train":
+        assert cfg.model._target_ == "cropformer.training.module.CropFormerModule"
+        assert cfg.model.net.backbone.model_name == "regnetx_002"  # model=cropformer_tiny
+        assert cfg.model.fusion.decoder == "B-OC" and cfg.model.fusion.double_sigmoid is True
+    elif name == "eval":
+        assert cfg.ckpt == "x.ckpt" and cfg.split == "val"
+        assert cfg.fusion.decoder is None  # null keeps the checkpoint's fusion
+    else:
+        assert cfg.input == "x" and cfg.ckpt == "x.ckpt"
+        assert cfg.test.num_crops is None and cfg.fusion == {}  # null/empty keep the stored ones
 
 
 CASES = [(g, o) for g in GROUPS for o in _options(g)]
@@ -86,13 +166,23 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
             f"paths.data_dir={tmp_path}/data",
         ]
     )
+    checked = _assert_selects(cfg, group, option)
+    assert checked > 0 or OmegaConf.load(CONF / group / f"{option}.yaml") == {}
     OmegaConf.resolve(cfg)
     if group in ("model",) and not option.endswith(HEAVY_MODELS):
         module = instantiate(cfg.model, _recursive_=False)
         assert sum(p.numel() for p in module.parameters()) > 0
+        net = cfg.model.net
+        assert type(module.net).__name__ == net._target_.rsplit(".", 1)[1]
+        assert (module.net.association is None) == (option.startswith("mask2former"))
+        assert module.net.num_queries == net.decoder.num_queries
+        assert module.fusion.decoder == cfg.model.fusion.decoder
     elif group in ("data", "data/crop"):
         dm = instantiate(cfg.data, _recursive_=False)
-        assert dm is not None
+        assert dm.crop == OmegaConf.to_container(cfg.data.crop)
+        val = dm.sampler_for("val")
+        assert val.num_views == (1 + cfg.data.crop.num_test if cfg.data.crop.mode != "none" else 1)
+        assert val.short_sides == (cfg.data.test_short_side,)
     elif group == "trainer" and option not in ("ddp", "gpu"):
         trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert trainer.max_steps == cfg.trainer.max_steps
@@ -117,8 +207,22 @@ def test_heavy_models_instantiate(option, tmp_path):
 
 def test_slurm_launcher_config_composes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = compose_config(["hydra/launcher=slurm", f"paths.output_dir={tmp_path}"])
-    assert cfg is not None
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="train",
+            overrides=["hydra/launcher=slurm", f"paths.output_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert (
+        launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    )
+    assert launcher.tasks_per_node == 8 and launcher.gpus_per_node == 8
+    assert launcher.nodes == cfg.trainer.num_nodes
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -38,10 +38,19 @@ def test_eval_reproduces_the_metrics_logged_at_the_end_of_training(trained):
 
 def test_eval_ckpt_last_and_fusion_override(trained):
     tmp, summary = trained
-    cfg = tiny_cfg(tmp, "ckpt=last", "fusion.decoder=B-O", name="eval", data_dir=tmp / "data")
-    result = evaluate(cfg)
-    assert result["checkpoint"] == str(Path(summary["last_checkpoint"]))
-    assert 0.0 <= result["entity_ap"] <= 100.0
+    results = {}
+    for mode in ("B-O", "I-O"):
+        cfg = tiny_cfg(
+            tmp, "ckpt=last", f"fusion.decoder={mode}", name="eval", data_dir=tmp / "data"
+        )
+        result = evaluate(cfg)
+        assert result["checkpoint"] == str(Path(summary["last_checkpoint"]))
+        assert 0.0 <= result["entity_ap"] <= 100.0
+        results[mode] = json.loads(Path(result["results_json"]).read_text())
+    # the override reached the fusion: the batch-level full view (B-O) and the image-level
+    # pass (I-O, top-100 queries of the full view) are different predictions
+    scores = {m: sorted(round(r["score"], 6) for r in rs) for m, rs in results.items()}
+    assert scores["B-O"] != scores["I-O"]
 
 
 def test_eval_test_time_multirun(trained):

@@ -96,17 +96,69 @@ def test_sine_position_2d_layout() -> None:
     )
 
 
+def _run_with_attention_mask(dec, feats, mask_features, make_mask):
+    """Image-level pass with the heads' attention masks replaced by ``make_mask(shape)``."""
+    heads = dec._heads
+
+    def patched(x, mf, size):
+        cls, mask, attn = heads(x, mf, size)
+        return cls, mask, make_mask(attn.shape)
+
+    dec._heads = patched
+    try:
+        with torch.no_grad():
+            return dec.forward_image_level(feats, mask_features)[0]
+    finally:
+        del dec._heads
+
+
 def test_fully_masked_rows_attend_everywhere() -> None:
-    # mask features that make every mask logit very negative: every position blocked -> unblocked
+    # official rule: a query whose every position is blocked attends as if it had no mask
     dec = _decoder()
-    feats, _ = _features(2)
+    feats, mask_features = _features(2)
+    heads = dec.num_heads
+    g = torch.Generator().manual_seed(3)
+    base = None
+
+    def pattern(shape, blocked_rows):
+        nonlocal base
+        if base is None or base.shape != shape:
+            base = torch.rand(shape, generator=g) < 0.6  # a live partial mask on every row
+        m = base.clone().view(-1, heads, *shape[1:])
+        for q, value in blocked_rows.items():
+            m[:, :, q] = value
+        return m.view(shape)
+
+    # queries 0 and 3: every position blocked vs no mask at all; others keep the same mask
+    blocked = _run_with_attention_mask(
+        dec, feats, mask_features, lambda s: pattern(s, {0: True, 3: True})
+    )
+    base = None
+    g.manual_seed(3)
+    unmasked = _run_with_attention_mask(
+        dec, feats, mask_features, lambda s: pattern(s, {0: False, 3: False})
+    )
+    torch.testing.assert_close(blocked["pred_logits"], unmasked["pred_logits"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(blocked["pred_masks"], unmasked["pred_masks"], atol=1e-5, rtol=0)
+    # the partial masks of the other rows are live: dropping them changes the output
+    none = _run_with_attention_mask(
+        dec, feats, mask_features, lambda s: torch.zeros(s, dtype=torch.bool)
+    )
+    assert not torch.allclose(blocked["pred_masks"], none["pred_masks"], atol=1e-3)
+
+    # and the heads' own masks: mask logits so negative that every row is blocked -> same
+    # result as running without any attention mask
     mask_features = torch.full((2, C, 16, 24), -50.0)
     with torch.no_grad():
         dec.mask_head.layers[-1].bias.fill_(10.0)
         dec.mask_head.layers[-1].weight.zero_()
         out, _ = dec.forward_image_level(feats, mask_features)
-    assert torch.isfinite(out["pred_logits"]).all()
+    free = _run_with_attention_mask(
+        dec, feats, mask_features, lambda s: torch.zeros(s, dtype=torch.bool)
+    )
     assert torch.isfinite(out["pred_masks"]).all()
+    torch.testing.assert_close(out["pred_logits"], free["pred_logits"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["pred_masks"], free["pred_masks"], atol=1e-5, rtol=0)
 
 
 def test_batch_level_rejects_bad_view_count() -> None:
