@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train test test-slow test-all lint format typecheck bench clean clean-logs
+.PHONY: help setup train pretrain paper test test-slow test-all lint format typecheck bench clean clean-logs
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -23,8 +23,15 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP) ## create .venv and install the package (editable, dev+ref+slurm extras, pinned); no-op when done
 
-train: setup ## train the main job on the embedded synthetic data (CPU, or a GPU if present); ARGS="..." adds overrides
-	$(BIN)/python train.py $(ARGS)
+train: setup ## the main job: CropFormer vs Mask2Former fine-tuned on the embedded benchmark (CPU, or a GPU); ARGS="seed=2 ..." adds overrides
+	$(BIN)/python -m cropformer.cli.main_job $(ARGS)
+
+pretrain: setup ## reproduce the shipped stage-1 weights benchmarks/embedded/mask2former_tiny_pretrain.pt (~20 min on 2 cores)
+	$(BIN)/python train.py experiment=embedded_pretrain hydra.run.dir=logs/embedded_pretrain/make_pretrain $(ARGS)
+	$(BIN)/python scripts/export_pretrained.py logs/embedded_pretrain/make_pretrain --out benchmarks/embedded/mask2former_tiny_pretrain.pt
+
+paper: setup ## the paper's tables on the embedded benchmark -> results/ (hours on 2 cores, resumable); ARGS="--tables table5 --list"
+	$(BIN)/python scripts/paper.py $(ARGS)
 
 test: setup ## run the default test selection (what CI runs)
 	$(BIN)/pytest $(ARGS)

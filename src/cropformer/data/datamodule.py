@@ -157,6 +157,9 @@ class EntityDataModule(L.LightningDataModule):
         for key in ("image_size", "num_stuff", "num_objects"):
             if key in cfg and cfg[key] is not None:
                 cfg[key] = tuple(int(v) for v in cfg[key])
+        for key in ("object_size", "texture_period"):
+            if key in cfg and cfg[key] is not None:
+                cfg[key] = tuple(float(v) for v in cfg[key])
         return root, SyntheticSpec(**cfg)
 
     def _resolve_synthetic_paths(self) -> None:

@@ -1,0 +1,120 @@
+"""``make train``: the paper's claim on the embedded benchmark, in one command.
+
+Fine-tunes CropFormer-tiny and its Mask2Former-tiny baseline from the same pre-trained
+Mask2Former weights with the same budget (``experiment=embedded_cropformer`` and
+``experiment=embedded_mask2former``), evaluates both on the same validation scenes, and prints
+one JSON line: ``entity_ap`` (CropFormer), ``baseline_entity_ap`` (Mask2Former), ``gain``,
+``run_dir``, ``minutes``. Extra command-line overrides apply to both runs, e.g.
+``python -m cropformer.cli.main_job seed=2`` or ``trainer.max_steps=100``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cropformer.cli.common import user_errors_exit, write_json
+from cropformer.utils.config import compose_config
+from cropformer.utils.errors import UserError
+
+# (name in the summary, experiment preset); CropFormer first: its number is the headline.
+RUNS = (("cropformer", "embedded_cropformer"), ("mask2former", "embedded_mask2former"))
+# metrics compared between the two runs (keys of train()'s summary)
+COMPARED = (
+    "val_entity_ap",
+    "val_entity_ap50",
+    "val_entity_ap75",
+    "val_entity_ap_s",
+    "val_entity_ap_m",
+    "val_entity_ap_l",
+    "val_entity_ar100",
+    "val_boundary_ap",
+)
+
+
+def _job_dir(overrides: list[str]) -> Path:
+    """``<log_dir>/main_job/runs/<date>_<time>`` (``paths.log_dir`` may be overridden)."""
+    cfg = compose_config([*overrides, "paths.output_dir=."])
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f"_{time.time_ns() // 1000 % 10**6:06d}"
+    return Path(str(cfg.paths.log_dir)).resolve() / "main_job" / "runs" / stamp
+
+
+def compare(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Side-by-side metrics and CropFormer - Mask2Former gains (AP points)."""
+    cf, m2f = summaries["cropformer"], summaries["mask2former"]
+    table: dict[str, dict[str, float | None]] = {}
+    for key in COMPARED:
+        a, b = cf.get(key), m2f.get(key)
+        gain = None if a is None or b is None else round(float(a) - float(b), 4)
+        table[key] = {"cropformer": a, "mask2former": b, "gain": gain}
+    return table
+
+
+def main_job(overrides: list[str]) -> dict[str, Any]:
+    """Run both fine-tunings and evaluations; returns the summary written to ``summary.json``."""
+    from cropformer.cli.train import train
+
+    started = time.time()
+    job_dir = _job_dir(overrides)
+    summaries: dict[str, dict[str, Any]] = {}
+    for name, experiment in RUNS:
+        print(f"[main job] {name}: python train.py experiment={experiment} " + " ".join(overrides))
+        cfg = compose_config(
+            [f"experiment={experiment}", *overrides, f"paths.output_dir={job_dir / name}"]
+        )
+        summaries[name] = train(cfg)
+    cf_ap = float(summaries["cropformer"]["entity_ap"])
+    m2f_ap = float(summaries["mask2former"]["entity_ap"])
+    result = {
+        "entity_ap": cf_ap,
+        "baseline_entity_ap": m2f_ap,
+        "gain": round(cf_ap - m2f_ap, 4) if math.isfinite(cf_ap - m2f_ap) else None,
+        "run_dir": str(job_dir),
+        "minutes": round((time.time() - started) / 60.0, 2),
+    }
+    summary = {
+        **result,
+        "overrides": overrides,
+        "metrics": compare(summaries),
+        "runs": {k: v.get("run_dir") for k, v in summaries.items()},
+    }
+    write_json(job_dir / "summary.json", summary)
+    _print_table(summary["metrics"])
+    print(json.dumps(result), flush=True)
+    return summary
+
+
+def _print_table(metrics: dict[str, dict[str, Any]]) -> None:
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{float(v):.2f}"
+
+    print(f"\n{'metric':<18}{'CropFormer':>12}{'Mask2Former':>13}{'gain':>8}")
+    for key, row in metrics.items():
+        name = key.removeprefix("val_")
+        print(
+            f"{name:<18}{fmt(row['cropformer']):>12}{fmt(row['mask2former']):>13}"
+            f"{fmt(row['gain']):>8}"
+        )
+
+
+@user_errors_exit
+def _run(overrides: list[str]) -> dict[str, Any]:
+    for o in overrides:
+        if o.startswith(("experiment=", "model=", "data/crop=")):
+            raise UserError(
+                f"{o}: the main job fixes the experiment of each run; use train.py for other models"
+            )
+    return main_job(overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cropformer.cli.main_job [overrides...]``."""
+    _run(list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()
