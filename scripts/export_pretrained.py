@@ -20,6 +20,19 @@ import torch
 import yaml
 
 
+def _synthetic_spec(node: dict | None) -> dict | None:
+    """The generator parameters as the data module resolves them, with the cache key."""
+    if not node:
+        return None
+    from dataclasses import asdict
+
+    from cropformer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in node.items() if k != "root"}
+    spec = SyntheticSpec(**fields)
+    return {"key": spec.key(), "generator_version": GENERATOR_VERSION, **asdict(spec)}
+
+
 def export(run_dir: Path, out: Path) -> dict:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
@@ -44,7 +57,8 @@ def export(run_dir: Path, out: Path) -> dict:
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
         "steps": int(stored.get("global_step", 0)),
-        "data": {k: cfg["data"].get(k) for k in ("synthetic", "train_short_sides", "crop")},
+        "data": {k: cfg["data"].get(k) for k in ("train_short_sides", "crop")},
+        "synthetic_spec": _synthetic_spec(cfg["data"].get("synthetic")),
         "run_info": run_info,
         "val_metrics": {
             k: v for k, v in metrics.items() if k.startswith("val_") or k == "entity_ap"

@@ -39,11 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 RUNS = RESULTS / "runs"
 SEEDS = (1, 2, 3)
+LOGS = REPO / "logs" / "paper"
+# extra overrides given to every job (``--extra``; smoke tests with tiny settings)
+EXTRA_OVERRIDES: list[str] = []
 MODES = ("I-O", "B-O", "B-C", "B-OC")
 RATIOS = (0.5, 0.6, 0.7, 0.8)
-# the embedded analogue of EntitySeg's L images: short side = the test view size (as EntitySeg's
-# images_lr have short side 800 = the official test size), so crops add no detail
-LOWRES_SHORT, LOWRES_MAX = 320, 512
 METRICS = ("entity_ap", "entity_ap50", "entity_ap75", "entity_ap_s", "entity_ap_m", "entity_ap_l")
 EXTRA = ("entity_ar100", "boundary_ap")
 
@@ -156,7 +156,7 @@ def _git_commit() -> str:
 
 def run_job(job: Job, python: str, lowres: Path | None) -> None:
     """Run one job in ``logs/paper/<job>`` and record its metrics in ``results/runs/``."""
-    run_dir = REPO / "logs" / "paper" / job.name
+    run_dir = LOGS / job.name
     if run_dir.exists():  # an interrupted earlier attempt: start it again from scratch
         shutil.rmtree(run_dir)
     overrides = [o.format(lowres=lowres) for o in job.overrides]
@@ -171,22 +171,21 @@ def run_job(job: Job, python: str, lowres: Path | None) -> None:
                 f"folders are not committed): delete results/runs/{job.ckpt_of}.json to retrain it"
             )
         overrides = [f"ckpt={ckpt}", *overrides]
-    cmd = [python, job.script, *overrides, f"hydra.run.dir={run_dir}"]
+    cmd = [python, job.script, *overrides, *EXTRA_OVERRIDES, f"hydra.run.dir={run_dir}"]
     print(f"[paper] {job.name}: {' '.join(cmd[1:])}", flush=True)
     started = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{job.name}.log", "w") as log:
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"{job.name} failed (exit {proc.returncode}); see logs/paper/{job.name}.log"
-        )
+        raise RuntimeError(f"{job.name} failed (exit {proc.returncode}); see {run_dir}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     checkpoint = metrics.get("last_checkpoint") or metrics.get("checkpoint")
     record = {
+        "final_train_losses": final_losses(run_dir),
         "job": job.name,
         "table": job.table,
-        "command": f"python {job.script} " + " ".join(overrides),
+        "command": f"python {job.script} " + " ".join([*overrides, *EXTRA_OVERRIDES]),
         "info": job.info,
         "metrics": metrics,
         "checkpoint": checkpoint,
@@ -200,26 +199,51 @@ def run_job(job: Job, python: str, lowres: Path | None) -> None:
     os.replace(tmp, _result_path(job))
 
 
+def final_losses(run_dir: Path, last: int = 5) -> dict[str, float]:
+    """Mean of the last ``last`` logged values of every ``train/`` loss column (csv logger)."""
+    import csv
+
+    files = sorted(run_dir.glob("csv/**/metrics.csv"))
+    if not files:
+        return {}
+    with open(files[-1]) as f:
+        rows = list(csv.DictReader(f))
+    out = {}
+    for key in rows[0] if rows else []:
+        if not key.startswith("train/loss"):
+            continue
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        if values:
+            out[key] = round(statistics.mean(values[-last:]), 4)
+    return out
+
+
 def make_lowres(python: str) -> Path:
-    """The L version of the benchmark's validation scenes (images and masks resized)."""
+    """The L version of the benchmark's validation scenes: images and masks resized so that the
+    short side equals the test view size (``data.test_short_side``, long side <=
+    ``data.test_max_size``), as EntitySeg's images_lr have the official test size."""
     code = (
+        "import json, sys;"
         "from cropformer.utils.config import compose_config;"
-        "c = compose_config(['paths.output_dir=.']);"
         "from hydra.utils import instantiate;"
+        "c = compose_config([*sys.argv[1:], 'paths.output_dir=.']);"
         "dm = instantiate(c.data, _recursive_=False); dm.prepare_data();"
-        "print(dm.image_root)"
+        "print(json.dumps([dm.image_root, c.data.test_short_side, c.data.test_max_size]))"
     )
-    out = subprocess.run([python, "-c", code], cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", code, *EXTRA_OVERRIDES], cwd=REPO, capture_output=True, text=True
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
-    high = Path(out.stdout.strip().splitlines()[-1])
-    low = high.parent / f"{high.name}_L{LOWRES_SHORT}"
+    root, short, longest = json.loads(out.stdout.strip().splitlines()[-1])
+    high = Path(root)
+    low = high.parent / f"{high.name}_L{short}"
     if not (low / "val.json").is_file():
-        _resize_split(high, low, "val")
+        _resize_split(high, low, "val", int(short), int(longest))
     return low
 
 
-def _resize_split(src: Path, dst: Path, split: str) -> None:
+def _resize_split(src: Path, dst: Path, split: str, short: int, longest: int) -> None:
     import numpy as np
     from PIL import Image
     from pycocotools import mask as mask_util
@@ -234,7 +258,7 @@ def _resize_split(src: Path, dst: Path, split: str) -> None:
     anns_out: list[dict[str, Any]] = []
     for img in data["images"]:
         H, W = img["height"], img["width"]
-        scale = min(LOWRES_SHORT / min(H, W), LOWRES_MAX / max(H, W))
+        scale = min(short / min(H, W), longest / max(H, W))
         h, w = round(H * scale), round(W * scale)
         Image.open(src / img["file_name"]).convert("RGB").resize(
             (w, h), Image.Resampling.BILINEAR
@@ -482,8 +506,9 @@ def render_lh() -> str | None:
         [
             "# Low-resolution (L) vs high-resolution (H) evaluation",
             "",
-            f"H: the benchmark validation scenes (2048x1536). L: the same scenes resized to short "
-            f"side {LOWRES_SHORT} (long side <= {LOWRES_MAX}; masks nearest), the analogue of "
+            "H: the benchmark validation scenes (2048x1536). L: the same scenes resized so that "
+            "the short side equals the test view size (320, long side <= 512; masks nearest), "
+            "the analogue of "
             "EntitySeg's images_lr whose short side equals the test view size. Same checkpoints "
             "(table5), same test-time settings.",
             "",
@@ -565,7 +590,7 @@ RENDERERS: dict[str, Callable[[], str | None]] = {
 
 def render() -> list[str]:
     """Write ``results/<table>.md`` for every table with at least one finished job."""
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     written = []
     for table, fn in RENDERERS.items():
         text = fn()
@@ -575,13 +600,26 @@ def render() -> list[str]:
     return written
 
 
+def _configure(seeds: list[int], results: Path, logs: Path, extra: list[str]) -> None:
+    global SEEDS, RESULTS, RUNS, LOGS, EXTRA_OVERRIDES
+    SEEDS, RESULTS, LOGS = tuple(seeds), results.resolve(), logs.resolve()
+    RUNS, EXTRA_OVERRIDES = RESULTS / "runs", list(extra)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--tables", nargs="*", default=list(RENDERERS), choices=list(RENDERERS))
     ap.add_argument("--render-only", action="store_true", help="only rewrite tables and plots")
     ap.add_argument("--list", action="store_true", help="list the jobs and whether they are done")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the jobs")
+    ap.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS), help="fine-tuning seeds")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where tables and runs/ go")
+    ap.add_argument("--logs", type=Path, default=LOGS, help="where the run folders go")
+    ap.add_argument(
+        "--extra", nargs="*", default=[], help="overrides added to every job (smoke tests only)"
+    )
     args = ap.parse_args(argv)
+    _configure(args.seeds, args.results, args.logs, args.extra)
     todo = [j for j in jobs() if j.table in args.tables]
     if args.list:
         for j in todo:
