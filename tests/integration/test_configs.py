@@ -29,7 +29,7 @@ GROUPS = [
     "sweep",
     "debug",
 ]
-HEAVY_MODELS = ("swinl",)  # ~200 M parameters: composed, instantiated only in the slow test
+HEAVY_MODELS = ("swinl", "hornetl")  # ~200 M parameters: instantiated only in the slow test
 
 
 def _options(group: str) -> list[str]:
