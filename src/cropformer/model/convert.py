@@ -18,6 +18,7 @@ from cropformer.model.association import QueryAssociation
 from cropformer.model.backbone import TimmBackbone
 from cropformer.model.cropformer import CropFormer
 from cropformer.model.decoder import MaskedAttentionDecoder
+from cropformer.model.hornet import HorNet
 from cropformer.model.pixel_decoder import MSDeformAttnPixelDecoder
 from cropformer.utils.errors import UserError
 
@@ -70,6 +71,11 @@ _RULES: list[Rule] = [
     ),
     (re.compile(r"^backbone\.layers\.(\d+)\.downsample\.(.+)$"), _swin_downsample),
     (re.compile(r"^backbone\.norm(\d)\.(.+)$"), _sub(r"backbone.out_norms.\1.\2")),
+    # --- backbone: HorNet (D2HorNet) -> ours (same names; output norms as for Swin above)
+    (
+        re.compile(r"^backbone\.(downsample_layers|stages)\.(\d+)\.(.+)$"),
+        _sub(r"backbone.\1.\2.\3"),
+    ),
     # --- backbone: detectron2 ResNet -> timm ResNet (features_only)
     (re.compile(r"^backbone\.stem\.conv1\.weight$"), _sub("backbone.body.conv1.weight")),
     (re.compile(r"^backbone\.stem\.conv1\.norm\.(.+)$"), _sub(r"backbone.body.bn1.\1")),
@@ -264,15 +270,94 @@ def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
     return node
 
 
+# official MODEL.HORNET defaults (mask2former/config.py): HorNet-L GF
+_HORNET_DEFAULTS: dict[str, Any] = {
+    "DEPTHS": [2, 3, 18, 2],
+    "BASE_DIM": 192,
+    "GCONV": [
+        "partial(gnconv, order=2, s=1/3)",
+        "partial(gnconv, order=3, s=1/3)",
+        "partial(gnconv, order=4, s=1/3, h=24, w=13, gflayer=GlobalLocalFilter)",
+        "partial(gnconv, order=5, s=1/3, h=12, w=7, gflayer=GlobalLocalFilter)",
+    ],
+    "DROP_PATH_RATE": 0.6,
+}
+_GCONV = re.compile(r"^\s*partial\(\s*gnconv\s*(?P<args>(,\s*\w+\s*=\s*[\w./]+\s*)*)\)\s*$")
+
+
+def _number(text: str) -> float:
+    """A number of a GCONV string: ``3``, ``0.5`` or a fraction ``1/3`` (never ``eval``)."""
+    num, _, den = text.partition("/")
+    return float(num) / float(den) if den else float(num)
+
+
+def parse_official_gconv(spec: str) -> tuple[int, float, tuple[int, int] | None]:
+    """(order, s, global filter (h, w) or None) of one official ``MODEL.HORNET.GCONV`` entry.
+
+    The official config holds Python source strings that the official code ``eval``s, e.g.
+    ``partial(gnconv, order=4, s=1/3, h=24, w=13, gflayer=GlobalLocalFilter)``; they are parsed
+    here instead. Official defaults apply to absent arguments (order 5, s 1.0, h 14, w 8).
+    """
+    m = _GCONV.match(spec)
+    if m is None:
+        raise ValueError(
+            f"MODEL.HORNET.GCONV entry {spec!r} is not of the form 'partial(gnconv, order=.., "
+            "s=.., [h=.., w=.., gflayer=GlobalLocalFilter])'"
+        )
+    args = dict(
+        (k.strip(), v.strip())
+        for k, _, v in (a.partition("=") for a in m.group("args").split(",") if a.strip())
+    )
+    unknown = set(args) - {"order", "s", "h", "w", "gflayer"}
+    gflayer = args.get("gflayer")
+    if unknown or gflayer not in (None, "None", "GlobalLocalFilter"):
+        raise ValueError(
+            f"MODEL.HORNET.GCONV entry {spec!r}: unsupported argument(s) "
+            f"{sorted(unknown) or gflayer!r} (order, s, h, w, gflayer=GlobalLocalFilter only)"
+        )
+    order = int(args.get("order", "5"))
+    scale = _number(args.get("s", "1.0"))
+    size = None
+    if gflayer == "GlobalLocalFilter":
+        size = (int(args.get("h", "14")), int(args.get("w", "8")))
+    return order, scale, size
+
+
+def _hornet_from_official_config(cfg: Mapping[str, Any]) -> HorNet:
+    """Our HorNet with the sizes of an official ``MODEL.HORNET`` block (official defaults)."""
+    section = _get(cfg, "MODEL.HORNET", {})
+    if not isinstance(section, Mapping):
+        section = {}
+    params = {**_HORNET_DEFAULTS, **section}
+    specs = [parse_official_gconv(str(s)) for s in params["GCONV"]]
+    scales = {s for _, s, _ in specs}
+    if len(scales) != 1:
+        raise ValueError(
+            f"MODEL.HORNET.GCONV uses different s per stage ({sorted(scales)}); one s only"
+        )
+    out = list(params.get("OUT_FEATURES", ["res2", "res3", "res4", "res5"]))
+    if out != ["res2", "res3", "res4", "res5"]:
+        raise ValueError(f"MODEL.HORNET.OUT_FEATURES={out}: only res2..res5 is supported")
+    return HorNet(
+        base_dim=int(params["BASE_DIM"]),
+        depths=[int(d) for d in params["DEPTHS"]],
+        orders=[o for o, _, _ in specs],
+        scale=scales.pop(),
+        global_filter_sizes=[f for _, _, f in specs],
+        drop_path_rate=float(params["DROP_PATH_RATE"]),
+    )
+
+
 def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
     """Build our network with the sizes of an official detectron2 config (as a nested dict).
 
-    Supports ``D2SwinTransformer`` and ``build_resnet_backbone`` (R50, frozen BN) backbones,
+    Supports ``D2SwinTransformer``, ``build_resnet_backbone`` (R50, frozen BN) and ``D2HorNet``
+    backbones,
     ``MSDeformAttnPixelDecoder`` and the (CropShared)MultiScaleMaskedTransformerDecoder; the
     association module is built when ``META_ARCHITECTURE`` is ``CropFormer``.
     """
     name = _get(cfg, "MODEL.BACKBONE.NAME")
-    backbone: TimmBackbone
+    backbone: TimmBackbone | HorNet
     if name == "D2SwinTransformer":
         if _get(cfg, "MODEL.SWIN.APE", False):
             raise ValueError("MODEL.SWIN.APE=True (absolute position embedding) is not supported")
@@ -298,8 +383,12 @@ def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
             out_indices=(1, 2, 3, 4),
             frozen_bn=_get(cfg, "MODEL.RESNETS.NORM") == "FrozenBN",
         )
+    elif name == "D2HorNet":
+        backbone = _hornet_from_official_config(cfg)
     else:
-        raise ValueError(f"MODEL.BACKBONE.NAME={name!r} is not supported (Swin or ResNet only)")
+        raise ValueError(
+            f"MODEL.BACKBONE.NAME={name!r} is not supported (Swin, ResNet or HorNet only)"
+        )
     conv_dim = int(_get(cfg, "MODEL.SEM_SEG_HEAD.CONVS_DIM"))
     pixel_decoder = MSDeformAttnPixelDecoder(
         backbone.channels,

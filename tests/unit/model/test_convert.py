@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from cropformer.model.convert import (
+    build_from_official_config,
     convert_official_state_dict,
     detect_official_architecture,
     is_official_state_dict,
     official_key_to_ours,
     official_num_queries,
+    parse_official_gconv,
 )
 from cropformer.utils.errors import UserError
 
@@ -43,9 +45,11 @@ def _official_keys(name: str) -> dict[str, tuple[int, ...]]:
         "cropformer_r50",
         "cropformer_swint",
         "cropformer_swinl",
+        "cropformer_hornetl",
         "mask2former_r50",
         "mask2former_swint",
         "mask2former_swinl",
+        "mask2former_hornetl",
     ],
 )
 def test_official_keys_map_onto_our_model(name: str) -> None:
@@ -53,7 +57,13 @@ def test_official_keys_map_onto_our_model(name: str) -> None:
 
     from cropformer.utils.config import compose_config
 
-    official = _official_keys(name)
+    if name == "mask2former_hornetl":
+        # no key list of its own: the CropFormer HorNet-L keys less the association module
+        official = {
+            k: v for k, v in _official_keys("cropformer_hornetl").items() if ".make_3d." not in k
+        }
+    else:
+        official = _official_keys(name)
     cfg = compose_config([f"model={name}"])
     with torch.device("meta"):
         net = instantiate(cfg.model.net)
@@ -116,6 +126,62 @@ def test_unknown_official_backbones_raise_a_clear_error() -> None:
         detect_official_architecture(r101)
     with pytest.raises(UserError, match="cannot tell the backbone"):
         detect_official_architecture(head)
+
+
+def test_hornet_keys_map_one_to_one() -> None:
+    official = _official_keys("cropformer_hornetl")
+    backbone = [k for k in official if k.startswith("backbone.")]
+    assert len(backbone) == 644
+    ours = [official_key_to_ours(k) for k in backbone]
+    assert len(set(ours)) == 644
+    assert official_key_to_ours("backbone.stages.2.0.gnconv.dwconv.complex_weight") == (
+        "backbone.stages.2.0.gnconv.dwconv.complex_weight"
+    )
+    assert official_key_to_ours("backbone.norm3.bias") == "backbone.out_norms.3.bias"
+
+
+def test_build_from_official_hornet_config() -> None:
+    import yaml
+
+    path = PARITY / "config_full.yaml"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (needs ../shared beside the checkout)")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["MODEL"]["BACKBONE"]["NAME"] = "D2HorNet"  # its MODEL.HORNET block is the official one
+    with torch.device("meta"):
+        net = build_from_official_config(cfg)
+    official = {
+        k: v for k, v in _official_keys("cropformer_hornetl").items() if k.startswith("backbone.")
+    }
+    converted, unmapped = convert_official_state_dict(
+        {k: torch.empty(s, device="meta") for k, s in official.items()}
+    )
+    assert unmapped == []
+    ours = {f"backbone.{k}": tuple(v.shape) for k, v in net.backbone.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in converted.items()} == ours
+    assert net.backbone.channels == [192, 384, 768, 1536]  # type: ignore[union-attr]
+    assert net.num_queries == 20 and net.association is not None  # the bundle config's decoder
+    # a reduced HorNet: official defaults fill what the block leaves out
+    cfg["MODEL"]["HORNET"] = {"BASE_DIM": 32, "DEPTHS": [1, 1, 1, 1]}
+    with torch.device("meta"):
+        small = build_from_official_config(cfg)
+    assert small.backbone.channels == [32, 64, 128, 256]  # type: ignore[union-attr]
+    assert small.backbone.stages[3][0].gnconv.dwconv.complex_weight.shape == (248, 12, 7, 2)
+
+
+def test_official_gconv_strings_are_parsed_without_eval() -> None:
+    assert parse_official_gconv("partial(gnconv, order=2, s=1/3)") == (2, 1 / 3, None)
+    assert parse_official_gconv(
+        "partial(gnconv, order=4, s=1/3, h=24, w=13, gflayer=GlobalLocalFilter)"
+    ) == (4, 1 / 3, (24, 13))
+    assert parse_official_gconv("partial(gnconv, gflayer=GlobalLocalFilter)") == (5, 1.0, (14, 8))
+    assert parse_official_gconv("partial(gnconv,order=3,s=0.5)") == (3, 0.5, None)
+    with pytest.raises(ValueError, match="is not of the form"):
+        parse_official_gconv("__import__('os').system('true')")
+    with pytest.raises(ValueError, match="unsupported argument"):
+        parse_official_gconv("partial(gnconv, order=3, kernel=9)")
+    with pytest.raises(ValueError, match="unsupported argument"):
+        parse_official_gconv("partial(gnconv, order=3, gflayer=OtherFilter)")
 
 
 def test_unknown_keys_are_reported() -> None:
