@@ -21,6 +21,7 @@ from cropformer.data.formats.images import image_records
 from cropformer.data.records import Record
 from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic
 from cropformer.data.transforms import ViewSampler, build_pixel_transform
+from cropformer.utils.hardware import auto_num_workers, auto_pin_memory
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ class EntityDataModule(L.LightningDataModule):
         test_annotations: str | None = None,
         batch_size: int = 2,
         eval_batch_size: int = 1,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         persistent_workers: bool = False,
         crop: Mapping[str, Any] | None = None,
         train_short_sides: Sequence[int] = OFFICIAL_TRAIN_SHORT_SIDES,
@@ -118,8 +119,8 @@ class EntityDataModule(L.LightningDataModule):
         self.test_annotations = test_annotations
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
+        self.num_workers = auto_num_workers(num_workers)  # "auto": follows the CPU count
+        self.pin_memory = auto_pin_memory(pin_memory)  # "auto": a CUDA device is visible
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.train_short_sides = tuple(int(s) for s in train_short_sides)
         self.train_max_size = int(train_max_size)
