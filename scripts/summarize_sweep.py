@@ -1,8 +1,11 @@
 """Summarise a Hydra multirun directory: one row per job, swept values vs metrics.
 
-Usage: ``python scripts/summarize_sweep.py logs/<task>/multiruns/<time> [--metric entity_ap]``.
+Usage: ``python scripts/summarize_sweep.py logs/<task>/multiruns/<time> [--metric NAME]``.
 Prints a table and writes ``sweep_summary.md`` and ``sweep_summary.json`` into the directory.
 Failed jobs (``FAILED.txt`` or no ``metrics.json``) are listed with their status.
+Metric names are those printed at validation (``val/entity_ap50``); ``entity_ap50`` and
+``val_entity_ap50`` are accepted too (``cropformer.utils.metric_names``); an unknown name is an
+error that lists the known ones.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from cropformer.utils.metric_names import canonical, lookup
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
@@ -73,7 +78,7 @@ def to_markdown(rows: list[dict[str, Any]], metrics: list[str]) -> str:
         cells = [
             str(r["job"]),
             *(r["overrides"].get(k, "") for k in swept),
-            *(_fmt(r["metrics"].get(m)) for m in metrics),
+            *(_fmt(lookup(r["metrics"], m)) for m in metrics),
             r["status"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -87,15 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         "--metric",
         action="append",
         default=None,
-        help="metric key(s) of metrics.json to show (default: entity_ap, minutes)",
+        help="metric(s) to show, as printed at validation (val/entity_ap50; entity_ap50 and "
+        "val_entity_ap50 work too) or minutes/steps (default: val/entity_ap, minutes)",
     )
     args = parser.parse_args(argv)
     try:
+        metrics = [canonical(m) for m in (args.metric or ["val/entity_ap", "minutes"])]
         rows = collect(args.sweep_dir)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    metrics = args.metric or ["entity_ap", "minutes"]
     table = to_markdown(rows, metrics)
     print(table)
     (args.sweep_dir / "sweep_summary.md").write_text(table + "\n")
