@@ -18,4 +18,8 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    from cropformer.cli.validate import check_command_line
+
+    # unknown keys and bad values: one line, before Hydra creates a run folder
+    check_command_line("eval", Path(__file__).resolve().parent / "conf")
     main()

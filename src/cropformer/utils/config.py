@@ -40,13 +40,15 @@ def find_conf_dir() -> Path:
     )
 
 
-def compose_config(overrides: list[str] | None = None, config_name: str = "train") -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None, config_name: str = "train", conf_dir: Path | None = None
+) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with command-line style overrides.
 
     ``hydra:`` run-time interpolations are not available outside ``@hydra.main``, so
     ``paths.output_dir`` should be overridden when the composed config is used to run something.
     """
-    conf_dir = find_conf_dir()
+    conf_dir = conf_dir or find_conf_dir()
     os.environ.setdefault("PROJECT_ROOT", str(conf_dir.parent))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):

@@ -1,0 +1,305 @@
+"""Configuration checks before any work: unknown keys and bad values, one line each.
+
+Two entry points:
+
+- :func:`check_command_line` runs in the ``train.py``/``eval.py``/``predict.py`` shims *before*
+  Hydra starts, so a misspelt key (with or without ``+``) or a bad value stops the command with
+  one ``error:`` line, exit code 2, no run folder and no data read.
+- :func:`check_values` runs again at the start of each task (tests and Python callers compose
+  configs themselves; sweep jobs get their values only inside the job).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cropformer.utils.config_keys import KeyIndex, find_unknown, index_keys, merge_indexes
+from cropformer.utils.errors import UserError
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: ``trainer.precision`` values Lightning accepts
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-true",
+    "bf16-true",
+    "16-mixed",
+    "bf16-mixed",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+    64,
+    32,
+    16,
+)
+
+
+_ABSENT = object()
+
+
+def _select(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` resolved; ``default`` when absent or not resolvable here (``${hydra:...}``)."""
+    try:
+        return OmegaConf.select(cfg, key, default=default, throw_on_resolution_failure=False)
+    except Exception:
+        return default
+
+
+def _absent(cfg: DictConfig, key: str) -> bool:
+    return _select(cfg, key, _ABSENT) is _ABSENT
+
+
+def _fail(key: str, value: Any, allowed: str) -> UserError:
+    return UserError(f"{key}={value!r}: {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _check_int(cfg: DictConfig, key: str, low: int, what: str, optional: bool = False) -> None:
+    if _absent(cfg, key):
+        return
+    value = _select(cfg, key)
+    if value is None and optional:
+        return
+    if value is None or not _is_int(value) or value < low:
+        raise _fail(key, value, f"must be an integer >= {low} ({what})")
+
+
+def _check_fraction(
+    cfg: DictConfig, key: str, low: float, high: float, what: str, open_low: bool = True
+) -> None:
+    if _absent(cfg, key):
+        return
+    value = _select(cfg, key)
+    number = _number(value)
+    below = number is not None and (number <= low if open_low else number < low)
+    if number is None or math.isnan(number) or below or number > high:
+        bracket = "(" if open_low else "["
+        raise _fail(key, value, f"must be a number in {bracket}{low}, {high}] ({what})")
+
+
+def _check_choice(cfg: DictConfig, key: str, choices: Sequence[Any], what: str) -> None:
+    if _absent(cfg, key):
+        return
+    value = _select(cfg, key)
+    if value is None and None in choices:
+        return
+    if value not in choices:
+        shown = ", ".join(dict.fromkeys(str(c) for c in choices if c is not None))
+        raise _fail(key, value, f"{what}; use one of {shown}")
+
+
+def _check_bool(cfg: DictConfig, key: str, extra: Sequence[str] = ()) -> None:
+    if _absent(cfg, key):
+        return
+    value = _select(cfg, key)
+    if not isinstance(value, bool) and value not in extra:
+        allowed = " or ".join(["true", "false", *extra])
+        raise _fail(key, value, f"must be {allowed}")
+
+
+def _check_data(cfg: DictConfig) -> None:
+    from cropformer.data.views import CROP_MODES
+
+    if not isinstance(cfg.get("data"), DictConfig):
+        return
+    _check_choice(cfg, "data.crop.mode", CROP_MODES, "not a crop mode (data/crop=<option>)")
+    _check_fraction(cfg, "data.crop.ratio", 0.0, 1.0, "crop side / image side, e.g. 0.7")
+    _check_fraction(
+        cfg, "data.crop.stride_ratio", 0.0, 1.0, "corner placement, official 0.6", open_low=False
+    )
+    _check_int(cfg, "data.crop.num_train", 0, "crop views per training image")
+    _check_int(cfg, "data.crop.num_test", 0, "crop views per evaluation image")
+    _check_int(cfg, "data.batch_size", 1, "global images per step")
+    _check_int(cfg, "data.eval_batch_size", 1, "images per device at evaluation")
+    sides = _select(cfg, "data.train_short_sides")
+    if sides is not None:
+        values = list(sides) if not _is_int(sides) else [sides]
+        if not values or not all(_is_int(v) and v > 0 for v in values):
+            raise _fail(
+                "data.train_short_sides", sides, "must be a list of positive integers, e.g. [800]"
+            )
+    for key in ("data.train_max_size", "data.test_short_side", "data.test_max_size"):
+        _check_int(cfg, key, 1, "pixels")
+    _check_int(cfg, "data.crop_max_size", 1, "pixels; null = data.train_max_size", optional=True)
+    _check_int(cfg, "data.size_divisibility", 0, "pad views to a multiple of it")
+    _check_fraction(cfg, "data.flip_prob", 0.0, 1.0, "probability", open_low=False)
+    workers = _select(cfg, "data.num_workers")
+    if workers is not None and workers != "auto" and not (_is_int(workers) and workers >= 0):
+        raise _fail("data.num_workers", workers, "must be auto (follows the CPU count) or >= 0")
+    _check_bool(cfg, "data.pin_memory", extra=("auto",))
+    for key in ("persistent_workers", "filter_empty", "skip_bad_samples", "eval_targets"):
+        _check_bool(cfg, f"data.{key}")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    if not isinstance(cfg.get("trainer"), DictConfig):
+        return
+    if cfg.get("train", False):
+        steps = _select(cfg, "trainer.max_steps")
+        if not _is_int(steps) or steps <= 0:
+            raise _fail(
+                "trainer.max_steps", steps, "training is iteration-based, set trainer.max_steps > 0"
+            )
+    _check_choice(cfg, "trainer.precision", PRECISIONS, "not a Lightning precision")
+    interval = _select(cfg, "trainer.val_check_interval")
+    if interval is not None:
+        number = _number(interval)
+        steps_ok = _is_int(interval) and interval > 0
+        ok = number is not None and (steps_ok or (isinstance(interval, float) and 0 < number <= 1))
+        if not ok:
+            raise _fail(
+                "trainer.val_check_interval",
+                interval,
+                "must be a number of steps > 0 or a fraction of an epoch in (0, 1]",
+            )
+    accelerator = _select(cfg, "trainer.accelerator")
+    if isinstance(accelerator, str):
+        _check_choice(cfg, "trainer.accelerator", ACCELERATORS, "not a Lightning accelerator")
+        _check_devices(cfg, accelerator)
+
+
+def _check_devices(cfg: DictConfig, accelerator: str) -> None:
+    """``trainer=gpu``/GPU presets on a machine without (enough) GPUs: one line, not a traceback."""
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError(
+            f"trainer.accelerator={accelerator} (trainer=gpu/ddp or a GPU experiment preset) but "
+            "this machine has no GPU visible to torch: use trainer=cpu (or trainer.accelerator=cpu "
+            "trainer.precision=32-true), or run on a GPU machine"
+        )
+    devices = _select(cfg, "trainer.devices")
+    nodes = _select(cfg, "trainer.num_nodes")
+    if _is_int(devices) and devices > count and (nodes in (None, 1)):
+        raise _fail("trainer.devices", devices, f"only {count} GPU(s) are visible on this machine")
+
+
+def _check_fusion(cfg: DictConfig) -> None:
+    from cropformer.inference.fusion import DECODER_CHOICES
+
+    choices = (None, *DECODER_CHOICES)
+    _check_choice(cfg, "model.fusion.decoder", choices, "not a fusion decoder")
+    _check_choice(cfg, "fusion.decoder", choices, "not a fusion decoder (null = checkpoint's)")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Type and range of every value the tasks read, before any work.
+
+    Raises:
+        UserError: the first bad value (names key, value and what is allowed).
+    """
+    _check_data(cfg)
+    _check_trainer(cfg)
+    _check_fusion(cfg)
+    _check_int(cfg, "model.criterion.num_points", 1, "sampled points per mask", optional=True)
+    _check_int(cfg, "seed", 0, "random seed; null = none", optional=True)
+    _check_choice(cfg, "split", ("val", "test"), "not a split")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _compose(conf_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
+    from cropformer.utils.config import compose_config
+
+    return compose_config(overrides, config_name=config_name, conf_dir=conf_dir)
+
+
+def command_line_error(
+    config_name: str,
+    overrides: list[str],
+    *,
+    conf_dir: Path,
+    multirun: bool = False,
+    compose: Callable[[Path, str, list[str]], DictConfig] = _compose,
+) -> str | None:
+    """The first problem of a command line's overrides (unknown key or bad value), or None.
+
+    The reference config is composed from the command's group choices only; each key override
+    must name a key of it (or an open node, see :mod:`cropformer.utils.config_keys`). Values are
+    checked on the fully composed config of a single run (sweep jobs check their own).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    groups = {p.parent.relative_to(conf_dir).as_posix() for p in conf_dir.rglob("*.yaml")}
+    is_group = [o.key_or_group in groups or o.key_or_group.startswith("hydra/") for o in parsed]
+    group_overrides = [o for o, g in zip(parsed, is_group) if g]
+    fixed = [o.input_line for o in group_overrides if not o.is_sweep_override()]
+    variants: list[list[str]] = [fixed]
+    for o in group_overrides:
+        if o.is_sweep_override():  # one reference per option of a swept group
+            prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(o.type, "")
+            variants = [
+                [*v, f"{prefix}{o.key_or_group}={choice}"]
+                for v in variants
+                for choice in o.sweep_string_iterator()
+            ][:16]
+    index: KeyIndex = merge_indexes(
+        index_keys(compose(conf_dir, config_name, [x for x in v if x])) for v in variants
+    )
+    keys = [
+        (o.key_or_group, str(o.input_line), o.type in (OverrideType.ADD, OverrideType.FORCE_ADD))
+        for o, g in zip(parsed, is_group)
+        if not g and o.type is not OverrideType.DEL
+    ]
+    message = find_unknown(keys, index, f"{config_name}.py")
+    if message or multirun or any(o.is_sweep_override() for o in parsed):
+        return message
+    try:
+        check_values(compose(conf_dir, config_name, list(overrides)))
+    except UserError as err:
+        return str(err)
+    return None
+
+
+def check_command_line(config_name: str, conf_dir: Path, argv: list[str] | None = None) -> None:
+    """Exit with one ``error:`` line (code 2) if the command line has an unknown key or bad value.
+
+    Called by the shims before ``@hydra.main``, so nothing is written yet. Problems Hydra reports
+    well itself (syntax, unknown group options) are left to Hydra.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        args = get_args_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit:
+        return  # Hydra prints its own usage error
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_dir:
+        return
+    try:
+        message = command_line_error(
+            args.config_name or config_name,
+            list(args.overrides),
+            conf_dir=conf_dir,
+            multirun=bool(args.multirun),
+        )
+    except Exception:
+        return  # a composition error: Hydra reports it with its own message
+    if message:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -1,0 +1,128 @@
+"""Configuration checks before any work: unknown keys (with or without +) and bad values."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from cropformer.cli.validate import check_values, command_line_error
+from cropformer.utils.config import compose_config, find_conf_dir
+from cropformer.utils.config_keys import index_keys, suggest
+from cropformer.utils.errors import UserError
+
+CONF = find_conf_dir()
+
+
+def _error(*overrides: str, name: str = "train", multirun: bool = False) -> str | None:
+    return command_line_error(name, list(overrides), conf_dir=CONF, multirun=multirun)
+
+
+@pytest.mark.parametrize("override", ["data.crop.ratoi=0.5", "+data.crop.ratoi=0.5"])
+def test_misspelt_key_with_or_without_plus_suggests_the_right_one(override):
+    # issue 17 case 2: `+data.crop.ratoi` ran with the key silently ignored
+    message = _error(override)
+    assert message is not None and "\n" not in message
+    assert "`data.crop.ratoi`" in message and "did you mean `data.crop.ratio`?" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("+trainer.max_stesp=3", "trainer.max_steps"),
+        ("data.ratio=0.5", "data.crop.ratio"),
+        ("+model.fusion.decodr=B-O", "model.fusion.decoder"),
+    ],
+)
+def test_unknown_keys_anywhere_suggest_the_closest_known_key(override, hint):
+    message = _error(override)
+    assert message is not None and f"did you mean `{hint}`?" in message
+
+
+def test_unknown_key_in_a_sweep_is_found_before_the_sweep_starts():
+    message = _error("data.crop.ratio=0.5,0.6", "+data.crop.ratoi=0.3", multirun=True)
+    assert message is not None and "data.crop.ratoi" in message
+
+
+def test_eval_config_checks_its_own_keys():
+    message = _error("ckpt=x.ckpt", "fusion.decodr=B-O", name="eval")
+    assert message is not None and "did you mean `fusion.decoder`?" in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.crop.ratio=0.5"],
+        ["+trainer.profiler=simple"],  # a Trainer keyword that the YAML does not list
+        ["+callbacks.seen_samples._target_=cropformer.training.callbacks.SeenSamples"],
+        ["+logger.csv.prefix=x"],
+        ["tags=[a,b]", "hydra.run.dir=/tmp/x", "+hydra.job.env_set.FOO=1"],
+        ["model=mask2former_tiny", "data/crop=none", "model.fusion.decoder=B-O"],
+        ["data=coco_json", "data.num_workers=2"],
+    ],
+)
+def test_known_and_open_keys_are_accepted(overrides):
+    assert _error(*overrides, multirun=True) is None
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_key_of_every_experiment_preset_is_accepted(preset):
+    cfg = compose_config([f"experiment={preset}"])
+    index = index_keys(cfg)
+    leaves = sorted(k for k in index.keys if not any(o.startswith(k + ".") for o in index.keys))
+    overrides = [f"experiment={preset}"] + [f"{k}=0" for k in leaves if not k.startswith("_")]
+    assert _error(*overrides, multirun=True) is None
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.crop.mode=fixd", "data.crop.mode='fixd'"),  # issue 17 case 3 (was 114 lines)
+        ("data.crop.ratio=abc", "data.crop.ratio='abc'"),  # was a raw ValueError traceback
+        ("data.crop.ratio=1.5", "data.crop.ratio=1.5"),
+        ("data.batch_size=0", "data.batch_size=0"),
+        ("data.train_short_sides=[0]", "data.train_short_sides"),
+        ("data.num_workers=-1", "data.num_workers=-1"),
+        ("data.pin_memory=maybe", "data.pin_memory='maybe'"),
+        ("trainer.precision=17", "trainer.precision=17"),
+        ("trainer.max_steps=0", "trainer.max_steps=0"),
+        ("trainer.val_check_interval=-3", "trainer.val_check_interval=-3"),
+        ("model.fusion.decoder=X", "model.fusion.decoder='X'"),
+        ("seed=abc", "seed='abc'"),
+    ],
+)
+def test_bad_values_are_one_line_naming_key_value_and_what_is_allowed(override, expected):
+    message = _error(override)
+    assert message is not None and "\n" not in message
+    assert message.startswith(expected)
+
+
+@pytest.mark.parametrize("overrides", [["trainer=gpu"], ["trainer=ddp"]])
+def test_gpu_trainer_without_a_gpu_is_one_line(overrides, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = _error(*overrides)
+    assert message is not None and "no GPU visible" in message and "trainer=cpu" in message
+
+
+def test_gpu_experiment_preset_without_a_gpu_is_one_line(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = _error("experiment=cropformer_swinl_entityseg_3x")
+    assert message is not None and "trainer.accelerator=gpu" in message
+
+
+def test_check_values_on_a_composed_config():
+    cfg = compose_config(["paths.output_dir=/tmp/x"])
+    check_values(cfg)  # the defaults are valid
+    cfg.data.crop.mode = "fixd"
+    with pytest.raises(UserError, match=r"data.crop.mode='fixd'.*fixed, fixed8, random, none"):
+        check_values(cfg)
+
+
+def test_suggest_prefers_siblings_and_gives_up_on_nonsense():
+    index = index_keys(OmegaConf.create({"a": {"ratio": 1, "mode": 2}, "b": {"ratio": 3}}))
+    assert suggest("a.ratoi", index) == "a.ratio"
+    assert suggest("c.ratio", index) == "a.ratio"
+    assert suggest("a.zzzzzz", index) is None
