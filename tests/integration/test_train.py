@@ -243,3 +243,36 @@ def test_ddp_sim_two_ranks_see_disjoint_data(tmp_path, data_dir):
     # within an epoch (4 images per rank) the ranks' shares are disjoint
     assert not set(seen[0]) & set(seen[1])
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 3
+
+
+def test_resume_of_a_run_with_other_data_says_what_differs(trained, data_dir):
+    # issue 17 case 1: `train.py ckpt=last` resumed a run of another dataset without a word
+    tmp, _ = trained
+    with pytest.raises(
+        UserError, match=r"different model/data .*data.crop.mode: 'fixed' -> 'none'"
+    ):
+        train(tiny_cfg(tmp, "ckpt=last", "data/crop=none", data_dir=data_dir))
+    from cropformer.cli.common import check_resume_matches
+
+    cfg = tiny_cfg(tmp, "ckpt=last", "data/crop=none", "ckpt_mismatch=allow", data_dir=data_dir)
+    check_resume_matches(cfg, Path(trained[1]["last_checkpoint"]))  # explicit override: proceeds
+
+
+def test_eval_ckpt_best_names_the_checkpoint_and_its_step(trained, data_dir, caplog):
+    # issue 17 cases 1 and 7: which checkpoint eval used; metrics.json had "step": 0.0 and a
+    # relative checkpoint path
+    import logging
+
+    from cropformer.cli.eval import evaluate
+    from cropformer.utils.checkpoint import find_best_checkpoint
+
+    tmp, _ = trained
+    best = find_best_checkpoint(tmp / "logs", "train")
+    step = int(best.stem.removeprefix("best_step"))
+    cfg = tiny_cfg(tmp, "ckpt=best", name="eval", data_dir=data_dir)
+    with caplog.at_level(logging.INFO):
+        result = evaluate(cfg)
+    assert any(f"ckpt=best -> {best} (step {step};" in r.getMessage() for r in caplog.records)
+    metrics = json.loads((Path(result["run_dir"]) / "metrics.json").read_text())
+    assert metrics["step"] == step and metrics["checkpoint"] == str(best)
+    assert Path(metrics["checkpoint"]).is_absolute() and "val/step" not in str(metrics)

@@ -11,9 +11,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli.common import require, start_run, user_errors_exit, write_json
-from cropformer.cli.train import check_data_paths
-from cropformer.utils.checkpoint import resolve_checkpoint
+from cropformer.cli.common import (
+    check_data_paths,
+    readable,
+    require,
+    resolve_ckpt,
+    resolve_loader_settings,
+    start_run,
+    user_errors_exit,
+    write_json,
+)
+from cropformer.cli.validate import check_values
+from cropformer.utils.checkpoint import checkpoint_step
 from cropformer.utils.errors import UserError
 from cropformer.utils.instantiators import instantiate_loggers
 from cropformer.utils.pylogger import RankedLogger
@@ -42,15 +51,15 @@ def load_module(checkpoint: Path, fusion_overrides: dict[str, Any] | None = None
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
-    require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt or ckpt=last (newest run of train_task)")
+    require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt, ckpt=last or ckpt=best (of train_task)")
     split = str(cfg.get("split", "val"))
     if split not in ("val", "test"):
         raise UserError(f"split={split} is not supported; use split=val or split=test")
-    checkpoint = resolve_checkpoint(
-        str(cfg.ckpt), log_dir=cfg.paths.log_dir, task_name=str(cfg.get("train_task", "train"))
-    )
+    check_values(cfg)
+    run_dir = start_run(cfg, show_config=False)
+    checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))
     assert checkpoint is not None
-    run_dir = start_run(cfg)
+    resolve_loader_settings(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
@@ -75,11 +84,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics = {
         k.split("/", 1)[1]: float(v)
         for k, v in trainer.callback_metrics.items()
-        if k.startswith(f"{split}/")
+        if k.startswith(f"{split}/") and k != f"{split}/step"
     }
     summary = {
         **metrics,
         "split": split,
+        "step": checkpoint_step(checkpoint),
         "checkpoint": str(checkpoint),
         "run_dir": str(run_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
@@ -92,7 +102,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_json(run_dir / "metrics.json", summary)
         import json
 
-        print(json.dumps(summary), flush=True)
+        print(json.dumps(readable(summary)), flush=True)
     return summary
 
 

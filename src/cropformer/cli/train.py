@@ -11,52 +11,25 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli.common import require, start_run, user_errors_exit, write_json
-from cropformer.training.callbacks import AtomicCheckpointIO
-from cropformer.utils.checkpoint import (
-    read_wandb_id,
-    resolve_checkpoint,
-    run_dir_of,
-    write_wandb_id,
+from cropformer.cli.common import (
+    check_data_paths,
+    check_resume_matches,
+    readable,
+    require,
+    resolve_ckpt,
+    resolve_loader_settings,
+    start_run,
+    user_errors_exit,
+    write_json,
 )
+from cropformer.cli.validate import check_values
+from cropformer.training.callbacks import AtomicCheckpointIO
+from cropformer.utils.checkpoint import read_wandb_id, run_dir_of, write_wandb_id
 from cropformer.utils.errors import UserError
 from cropformer.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-METRIC_KEYS = (
-    "entity_ap",
-    "entity_ap50",
-    "entity_ap75",
-    "entity_ap_s",
-    "entity_ap_m",
-    "entity_ap_l",
-)
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Start-up checks that name the key and the fix (before anything expensive happens)."""
-    crop = OmegaConf.select(cfg, "data.crop")
-    if crop is not None:
-        ratio = crop.get("ratio")
-        if ratio is not None and not (0.0 < float(ratio) <= 1.0):
-            raise UserError(
-                f"data.crop.ratio={ratio} is out of range: the crop ratio is a per-side fraction "
-                "in (0, 1], e.g. data.crop.ratio=0.7"
-            )
-        for key in ("num_train", "num_test"):
-            value = crop.get(key)
-            if value is not None and int(value) < 0:
-                raise UserError(f"data.crop.{key}={value} must be >= 0")
-    batch_size = OmegaConf.select(cfg, "data.batch_size")
-    if batch_size is not None and int(batch_size) <= 0:
-        raise UserError(f"data.batch_size={batch_size} must be a positive number of images")
-    max_steps = OmegaConf.select(cfg, "trainer.max_steps")
-    if cfg.get("train", True) and (max_steps is None or int(max_steps) <= 0):
-        raise UserError(
-            f"trainer.max_steps={max_steps}: training is iteration-based, set trainer.max_steps > 0"
-        )
 
 
 def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
@@ -70,23 +43,7 @@ def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
         )
 
 
-def check_data_paths(datamodule: Any, stages: tuple[str, ...]) -> None:
-    """Every annotation file and image root the run needs exists (after data preparation)."""
-    keys = ["image_root"] + [f"{s}_annotations" for s in stages]
-    for key in keys:
-        value = getattr(datamodule, key, None)
-        if value is None:
-            if key == "image_root":
-                continue
-            raise UserError(f"data.{key} is not set; pass data.{key}=/path/to/{key}.json")
-        if not Path(str(value)).exists():
-            raise UserError(
-                f"data.{key}={value} does not exist; pass the right path (data.{key}=...) or set "
-                "DATA_ROOT to the folder holding the datasets"
-            )
-
-
-def build(cfg: DictConfig, run_dir: Path, wandb_id: str | None = None) -> dict[str, Any]:
+def build(cfg: DictConfig, wandb_id: str | None = None) -> dict[str, Any]:
     """Instantiate datamodule, LightningModule, callbacks, loggers and trainer from ``cfg``."""
     datamodule = instantiate(cfg.data, _recursive_=False)
     model = instantiate(cfg.model, _recursive_=False)
@@ -117,19 +74,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ``run_dir``, ``minutes``, ``best_checkpoint``, ``last_checkpoint``.
     """
     started = time.time()
-    check_config(cfg)
-    run_dir = start_run(cfg)
+    check_values(cfg)
+    run_dir = start_run(cfg, show_config=True)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
-    ckpt_path = resolve_checkpoint(
-        cfg.get("ckpt"), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, exclude=run_dir
-    )
+    ckpt_path = resolve_ckpt(cfg, str(cfg.task_name), exclude=run_dir)
     wandb_id = read_wandb_id(run_dir_of(ckpt_path)) if ckpt_path is not None else None
     if ckpt_path is not None:
+        check_resume_matches(cfg, ckpt_path)
         log.info(f"resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
 
-    objects = build(cfg, run_dir, wandb_id=wandb_id)
+    resolve_loader_settings(cfg)
+    validate_at_end(cfg)
+    objects = build(cfg, wandb_id=wandb_id)
     datamodule, model, trainer = objects["datamodule"], objects["model"], objects["trainer"]
     check_world_size(cfg, trainer)
     if trainer.global_rank == 0:
@@ -160,7 +118,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **{k.replace("/", "_"): v for k, v in metrics.items()},
         "steps": _final_step(trainer, run_dir),
         "skipped_steps": int(getattr(model, "skipped_steps", 0)),
-        "best_checkpoint": getattr(checkpoint_cb, "best_model_path", "") or None,
+        "best_checkpoint": _absolute(getattr(checkpoint_cb, "best_model_path", "") or None),
         "last_checkpoint": str(last) if last.is_file() else None,
         "run_dir": str(run_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
@@ -171,6 +129,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("summary", True):
             _print_summary(summary)
     return summary
+
+
+def validate_at_end(cfg: DictConfig) -> None:
+    """``trainer.max_steps`` below ``trainer.val_check_interval``: validate at the last step.
+
+    Otherwise no validation runs during training and no best checkpoint is saved.
+    """
+    steps = OmegaConf.select(cfg, "trainer.max_steps")
+    interval = OmegaConf.select(cfg, "trainer.val_check_interval")
+    if not cfg.get("train", True) or not isinstance(interval, int) or isinstance(interval, bool):
+        return
+    if isinstance(steps, int) and 0 < steps < interval:
+        log.info(
+            f"trainer.val_check_interval={interval} > trainer.max_steps={steps}: validating "
+            f"(and saving the best checkpoint) at step {steps} instead"
+        )
+        cfg.trainer.val_check_interval = steps
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path else None
 
 
 def _final_step(trainer: L.Trainer, run_dir: Path) -> int:
@@ -205,16 +184,18 @@ def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:
 def _print_summary(summary: dict[str, Any]) -> None:
     import json
 
+    best = summary["best_checkpoint"] or "none (no validation ran during training)"
+    ap = summary["entity_ap"]
     lines = [
         "",
         f"run directory : {summary['run_dir']}",
         f"steps         : {summary['steps']} ({summary['minutes']} min)",
-        f"AP^e (val)    : {summary['entity_ap']}",
+        f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}",
         f"last ckpt     : {summary['last_checkpoint']}",
-        f"best ckpt     : {summary['best_checkpoint']}",
+        f"best ckpt     : {best}",
     ]
     print("\n".join(lines), flush=True)
-    short = {k: summary[k] for k in ("entity_ap", "run_dir", "minutes", "steps")}
+    short = readable({k: summary[k] for k in ("entity_ap", "run_dir", "minutes", "steps")})
     print(json.dumps(short), flush=True)
 
 

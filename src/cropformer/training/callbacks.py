@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -15,9 +16,11 @@ from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from cropformer.utils.pylogger import RankedLogger
+from cropformer.utils.pylogger import RankedLogger, file_logger
 
 log = RankedLogger(__name__)
+#: progress lines: the console (Hydra's handler) and the run's log file
+progress_log = logging.getLogger("cropformer.progress")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -59,13 +62,13 @@ class PeriodicCheckpoint(Callback):
         if step > 0 and step % self.every == 0 and step != self._last_saved:
             if trainer.sanity_checking or getattr(trainer, "fast_dev_run", False):
                 return
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
             self._last_saved = step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the final weights always end up in last.ckpt (all ranks call: saving has a barrier)
         if trainer.global_step != self._last_saved and not getattr(trainer, "fast_dev_run", 0):
-            trainer.save_checkpoint(self.dirpath / "last.ckpt")
+            trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
             self._last_saved = trainer.global_step
 
 
@@ -91,14 +94,17 @@ def colorize(id_map: np.ndarray) -> np.ndarray:
 class PredictionOverlays(Callback):
     """Save ``image | ground truth | prediction`` panels of the first validation images.
 
-    The panels are written as PNG files under ``<run dir>/<dirname>/step<NNNNNN>/`` and logged to
-    W&B when a ``WandbLogger`` is attached. Shown at the full view's resolution.
+    The ground-truth panel exists only when the batches carry targets (``data.eval_targets=true``;
+    by default evaluation reads the ground truth from the json, not the batch): otherwise the panels
+    are ``image | prediction``. Each panel names its columns in a header strip. Written as PNG
+    files under ``<run dir>/<dirname>/step<NNNNNN>/`` and logged to W&B when a ``WandbLogger`` is
+    attached. Shown at the full view's resolution.
     """
 
     def __init__(self, *, num_images: int = 4, dirname: str = "overlays") -> None:
         self.num_images = num_images
         self.dirname = dirname
-        self._panels: list[tuple[int, np.ndarray]] = []
+        self._panels: list[tuple[int, np.ndarray, str]] = []
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._panels = []
@@ -118,7 +124,8 @@ class PredictionOverlays(Callback):
         for b, pred in enumerate(outputs):
             if len(self._panels) >= self.num_images:
                 break
-            self._panels.append((int(batch["image_ids"][b]), _panel(batch, b, num_views, pred)))
+            panel, labels = _panel(batch, b, num_views, pred)
+            self._panels.append((int(batch["image_ids"][b]), panel, " | ".join(labels)))
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -128,32 +135,46 @@ class PredictionOverlays(Callback):
 
         out_dir = Path(trainer.default_root_dir) / self.dirname / f"step{trainer.global_step:06d}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        for image_id, panel in self._panels:
+        for image_id, panel, _ in self._panels:
             Image.fromarray(panel).save(out_dir / f"image{image_id}.png")
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 logger.log_image(  # type: ignore[attr-defined]
                     key="val/overlays",
-                    images=[p for _, p in self._panels],
-                    caption=[f"image {i}: image | GT | prediction" for i, _ in self._panels],
+                    images=[p for _, p, _ in self._panels],
+                    caption=[f"image {i}: {labels}" for i, _, labels in self._panels],
                     step=trainer.global_step,
                 )
 
 
-def _panel(batch: Any, b: int, num_views: int, pred: Any) -> np.ndarray:
-    """One ``image | GT | prediction`` strip for image ``b`` of a batch, at its full view's size."""
+def _labelled(columns: list[np.ndarray], labels: list[str]) -> np.ndarray:
+    """Columns side by side (4-px white gaps) under a header strip naming each one."""
+    from PIL import Image, ImageDraw
+
+    h = columns[0].shape[0]
+    sep = np.full((h, 4, 3), 255, dtype=np.uint8)
+    body = np.concatenate([x for c in columns for x in (c, sep)][:-1], axis=1)
+    header = Image.new("RGB", (body.shape[1], 14), (255, 255, 255))
+    draw = ImageDraw.Draw(header)
+    x = 0
+    for column, label in zip(columns, labels):
+        draw.text((x + 2, 1), label, fill=(0, 0, 0))
+        x += column.shape[1] + 4
+    return np.concatenate([np.asarray(header), body], axis=0)
+
+
+def _panel(batch: Any, b: int, num_views: int, pred: Any) -> tuple[np.ndarray, list[str]]:
+    """The overlay strip of image ``b`` of a batch at its full view's size, and its column labels.
+
+    ``image | ground truth | prediction`` when the batch carries targets, else
+    ``image | prediction``.
+    """
     import torch.nn.functional as F
 
     n = b * num_views
     h, w = (int(v) for v in batch["view_sizes"][n])
     image = batch["images"][n, :, :h, :w].permute(1, 2, 0).float().clamp(0, 255)
     image = image.to(torch.uint8).cpu().numpy()
-    gt = np.full((h, w), -1, dtype=np.int64)
-    targets = batch.get("targets")
-    if targets:
-        masks = targets[b]["masks"][:, 0, :h, :w].cpu().numpy()
-        for k, m in enumerate(masks):
-            gt[m] = k
     id_map = pred["id_map"].to(torch.float32)[None, None]
     pred_small = F.interpolate(id_map, size=(h, w), mode="nearest")[0, 0].long().cpu().numpy()
 
@@ -162,18 +183,74 @@ def _panel(batch: Any, b: int, num_views: int, pred: Any) -> np.ndarray:
         mixed = image.astype(np.float32) * 0.4 + color.astype(np.float32) * 0.6
         return np.where((ids >= 0)[..., None], mixed, image).astype(np.uint8)
 
-    sep = np.full((h, 4, 3), 255, dtype=np.uint8)
-    return np.concatenate([image, sep, blend(gt), sep, blend(pred_small)], axis=1)
+    columns, labels = [image], ["image"]
+    targets = batch.get("targets")
+    if targets:
+        gt = np.full((h, w), -1, dtype=np.int64)
+        masks = targets[b]["masks"][:, 0, :h, :w].cpu().numpy()
+        for k, m in enumerate(masks):
+            gt[m] = k
+        columns.append(blend(gt))
+        labels.append("ground truth")
+    columns.append(blend(pred_small))
+    labels.append("prediction")
+    return _labelled(columns, labels), labels
+
+
+def _fmt_seconds(seconds: float) -> str:
+    minutes = seconds / 60.0
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60.0:.1f} h"
+
+
+class _StepRate:
+    """Optimizer steps per second since training (re)started, and the time left."""
+
+    def __init__(self) -> None:
+        self.start_time = time.time()
+        self.start_step = 0
+
+    def reset(self, step: int) -> None:
+        self.start_time, self.start_step = time.time(), step
+
+    def line(self, trainer: L.Trainer, metrics: dict[str, Any]) -> str:
+        """``step 20/900 | loss 12.345 | 1.27 it/s | elapsed 0.3 min | ETA 11.5 min``."""
+        step = int(trainer.global_step)
+        elapsed = time.time() - self.start_time
+        rate = (step - self.start_step) / elapsed if elapsed > 0 else 0.0
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None
+        loss = metrics.get("train/loss", metrics.get("loss"))
+        parts = [f"step {step}/{total or '?'}"]
+        parts.append(f"loss {float(loss):.4g}" if loss is not None else "loss -")
+        parts.append(f"{rate:.2f} it/s" if rate >= 0.1 else f"{1 / rate:.1f} s/it" if rate else "-")
+        parts.append(f"elapsed {_fmt_seconds(elapsed)}")
+        if total and rate > 0:
+            parts.append(f"ETA {_fmt_seconds((total - step) / rate)}")
+        return " | ".join(parts)
+
+
+def validation_line(trainer: L.Trainer, stage: str = "val") -> str:
+    """``validation at step 900: val/entity_ap 29.51 | val/entity_ap50 ...`` (2 decimals)."""
+    shown = []
+    for key, value in trainer.callback_metrics.items():
+        if not key.startswith(f"{stage}/") or key == f"{stage}/step":
+            continue
+        number = float(value)
+        text = f"{number:.0f}" if key.endswith("num_images") else f"{number:.2f}"
+        shown.append(f"{key} {text}")
+    return f"validation at step {trainer.global_step}: " + " | ".join(shown)
 
 
 class PlainProgress(ProgressBar):
-    """Progress as plain log lines every N steps (for SLURM logs and other non-TTY outputs)."""
+    """Progress as log lines every N steps: console and the run's log file (SLURM logs, no TTY).
+
+    Each line has the step, the loss, steps per second, elapsed time and the time left.
+    """
 
     def __init__(self, log_every_n_steps: int = 20) -> None:
         super().__init__()
         self.every = max(1, log_every_n_steps)
         self._enabled = True
-        self._start = time.time()
+        self._rate = _StepRate()
 
     def disable(self) -> None:
         self._enabled = False
@@ -182,7 +259,7 @@ class PlainProgress(ProgressBar):
         self._enabled = True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.time()
+        self._rate.reset(int(trainer.global_step))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
@@ -190,33 +267,54 @@ class PlainProgress(ProgressBar):
         step = trainer.global_step
         if not self._enabled or trainer.global_rank != 0 or step % self.every:
             return
-        metrics = self.get_metrics(trainer, pl_module)
-        loss = metrics.get("train/loss", metrics.get("loss", "?"))
-        elapsed = time.time() - self._start
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
-        print(f"step {step}/{total}  loss {loss}  elapsed {elapsed / 60:.1f} min", flush=True)
+        progress_log.info(self._rate.line(trainer, self.get_metrics(trainer, pl_module)))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._enabled or trainer.global_rank != 0 or trainer.sanity_checking:
             return
-        shown = {
-            k: f"{float(v):.2f}"
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith("val/")
-        }
-        print(f"validation at step {trainer.global_step}: {shown}", flush=True)
+        progress_log.info(validation_line(trainer))
+
+
+class RichProgressWithLog(RichProgressBar):
+    """The Rich bar on the terminal; the same progress lines as :class:`PlainProgress` in the log
+    file only (so ``train.log`` tells how a run went)."""
+
+    def __init__(self, refresh_rate: int = 1, log_every_n_steps: int = 20) -> None:
+        super().__init__(refresh_rate=refresh_rate)
+        self.every = max(1, log_every_n_steps)
+        self._rate = _StepRate()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._rate.reset(int(trainer.global_step))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if trainer.global_rank == 0 and trainer.global_step % self.every == 0:
+            line = self._rate.line(trainer, self.get_metrics(trainer, pl_module))
+            file_logger().info(line)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if trainer.global_rank == 0 and not trainer.sanity_checking:
+            progress_log.info(validation_line(trainer))
 
 
 def make_progress_bar(
     *, mode: str = "auto", refresh_rate: int = 1, log_every_n_steps: int = 20
 ) -> ProgressBar:
-    """``rich`` on a terminal, ``plain`` lines otherwise (``auto``); or the one asked for."""
+    """``rich`` on a terminal, ``plain`` lines otherwise (``auto``); or the one asked for.
+
+    Both write a progress line every ``log_every_n_steps`` steps to the run's log file.
+    """
     if mode not in ("auto", "rich", "plain"):
         raise ValueError(f"callbacks.progress.mode must be auto, rich or plain, got {mode!r}")
     if mode == "auto":
         mode = "rich" if sys.stdout.isatty() else "plain"
     if mode == "rich":
-        return RichProgressBar(refresh_rate=refresh_rate)
+        return RichProgressWithLog(refresh_rate=refresh_rate, log_every_n_steps=log_every_n_steps)
     return PlainProgress(log_every_n_steps=log_every_n_steps)
 
 

@@ -1,4 +1,4 @@
-"""Atomic checkpoint writes and overlay colours."""
+"""Atomic checkpoint writes, overlay panels and their labels, progress lines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from cropformer.training.callbacks import AtomicCheckpointIO, colorize, make_progress_bar
+from cropformer.training.callbacks import (
+    AtomicCheckpointIO,
+    RichProgressWithLog,
+    _panel,
+    _StepRate,
+    colorize,
+    make_progress_bar,
+    validation_line,
+)
 
 
 def test_atomic_checkpoint_replaces_and_leaves_no_temp(tmp_path):
@@ -44,6 +52,59 @@ def test_colorize_distinct_colours_for_many_entities():
 
 def test_progress_bar_mode_validation():
     assert type(make_progress_bar(mode="plain")).__name__ == "PlainProgress"
-    assert type(make_progress_bar(mode="rich")).__name__ == "RichProgressBar"
+    assert isinstance(make_progress_bar(mode="rich"), RichProgressWithLog)
     with pytest.raises(ValueError, match="auto, rich or plain"):
         make_progress_bar(mode="fancy")
+
+
+def _batch(with_targets: bool) -> dict:
+    h, w = 32, 48
+    batch = {
+        "images": torch.full((2, 3, h, w), 100.0),
+        "view_sizes": torch.tensor([[h, w], [h, w]]),
+        "boxes": torch.zeros(1, 2, 4),
+        "image_ids": torch.tensor([7]),
+    }
+    if with_targets:
+        masks = torch.zeros(2, 2, h, w, dtype=torch.bool)
+        masks[0, 0, :, :10] = True
+        batch["targets"] = [{"masks": masks}]
+    return batch
+
+
+@pytest.mark.parametrize("with_targets", [True, False])
+def test_overlay_panel_labels_say_what_each_column_is(with_targets):
+    # issue 17 case 6: labelled "image | ground truth | prediction" while the middle panel was
+    # the raw image (data.eval_targets=false: the batches carry no targets)
+    pred = {"id_map": torch.zeros(16, 24, dtype=torch.long)}
+    panel, labels = _panel(_batch(with_targets), 0, 2, pred)
+    columns = 3 if with_targets else 2
+    expected = ["image", "ground truth", "prediction"] if with_targets else ["image", "prediction"]
+    assert labels == expected
+    assert panel.shape == (32 + 14, 48 * columns + 4 * (columns - 1), 3)
+    header = panel[:14]
+    assert (header < 128).any(), "the header strip has the column names drawn in it"
+
+
+class _Trainer:
+    def __init__(self, step: int, max_steps: int, metrics: dict | None = None) -> None:
+        self.global_step, self.max_steps = step, max_steps
+        self.callback_metrics = metrics or {}
+
+
+def test_progress_line_has_step_loss_rate_and_eta(monkeypatch):
+    import cropformer.training.callbacks as cb
+
+    clock = iter([100.0, 110.0])
+    monkeypatch.setattr(cb.time, "time", lambda: next(clock))
+    rate = _StepRate()
+    rate.reset(0)
+    line = rate.line(_Trainer(20, 100), {"train/loss": torch.tensor(12.3456)})
+    assert line == "step 20/100 | loss 12.35 | 2.00 it/s | elapsed 0.2 min | ETA 0.7 min"
+
+
+def test_validation_line_rounds_and_drops_the_step():
+    metrics = {"val/entity_ap": torch.tensor(29.123456), "val/step": torch.tensor(900.0)}
+    metrics["val/entity_num_images"] = torch.tensor(50.0)
+    line = validation_line(_Trainer(900, 900, metrics))
+    assert line == "validation at step 900: val/entity_ap 29.12 | val/entity_num_images 50"
