@@ -240,6 +240,14 @@ def validation_line(trainer: L.Trainer, stage: str = "val") -> str:
     return f"validation at step {trainer.global_step}: " + " | ".join(shown)
 
 
+def _emit(line: str) -> None:
+    """A progress line to the log handlers (console + run log), or stdout when there are none."""
+    if logging.getLogger().handlers:
+        progress_log.info(line)
+    else:
+        print(line, flush=True)
+
+
 class PlainProgress(ProgressBar):
     """Progress as log lines every N steps: console and the run's log file (SLURM logs, no TTY).
 
@@ -267,12 +275,12 @@ class PlainProgress(ProgressBar):
         step = trainer.global_step
         if not self._enabled or trainer.global_rank != 0 or step % self.every:
             return
-        progress_log.info(self._rate.line(trainer, self.get_metrics(trainer, pl_module)))
+        _emit(self._rate.line(trainer, self.get_metrics(trainer, pl_module)))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._enabled or trainer.global_rank != 0 or trainer.sanity_checking:
             return
-        progress_log.info(validation_line(trainer))
+        _emit(validation_line(trainer))
 
 
 class RichProgressWithLog(RichProgressBar):
@@ -299,7 +307,7 @@ class RichProgressWithLog(RichProgressBar):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         if trainer.global_rank == 0 and not trainer.sanity_checking:
-            progress_log.info(validation_line(trainer))
+            _emit(validation_line(trainer))
 
 
 def make_progress_bar(

@@ -9,7 +9,8 @@ Keys that are legitimately open (not in the reference yet used) are accepted whe
 
 - they are under an open node (:data:`OPEN_NODES`): ``hydra`` (Hydra checks its own keys),
   ``local`` (machine-local settings), ``tags`` (a free list), ``data.pixel_transforms`` and
-  ``data.lsj`` (free-form dicts, ``null`` by default);
+  ``data.lsj`` (free-form dicts, ``null`` by default), or under a node the YAML declares as an
+  empty mapping ``{}`` (e.g. ``fusion: {}`` of ``predict.yaml``: overrides merged by the task);
 - they add a new entry to a collection of instantiated objects (:data:`OPEN_COLLECTIONS`):
   ``+callbacks.<new>.*`` and ``+logger.<new>.*`` (a callback or logger with its ``_target_``);
 - they add a direct child of a node with ``_target_`` that the target's constructor accepts:
@@ -41,12 +42,14 @@ class KeyIndex:
     keys: frozenset[str]
     lists: frozenset[str]
     targets: dict[str, str]
+    empty: frozenset[str] = frozenset()
 
 
 def index_keys(cfg: DictConfig) -> KeyIndex:
     """Every dotted key of ``cfg`` (interpolations are not resolved)."""
     keys: set[str] = set()
     lists: set[str] = set()
+    empty: set[str] = set()
     targets: dict[str, str] = {}
 
     def walk(node: DictConfig, prefix: str) -> None:
@@ -59,24 +62,28 @@ def index_keys(cfg: DictConfig) -> KeyIndex:
             elif isinstance(child, DictConfig) and not child._is_none():
                 if child._is_interpolation():
                     continue
+                if len(child) == 0:
+                    empty.add(full)
                 walk(child, full + ".")
             if key == "_target_" and not child._is_interpolation():  # type: ignore[union-attr]
                 targets[prefix.rstrip(".")] = str(child._value())  # type: ignore[union-attr]
 
     walk(cfg, "")
-    return KeyIndex(frozenset(keys), frozenset(lists), targets)
+    return KeyIndex(frozenset(keys), frozenset(lists), targets, frozenset(empty))
 
 
 def merge_indexes(indexes: Iterable[KeyIndex]) -> KeyIndex:
     """The union of several reference configs (a multirun over group options)."""
     keys: set[str] = set()
     lists: set[str] = set()
+    empty: set[str] = set()
     targets: dict[str, str] = {}
     for index in indexes:
         keys |= index.keys
         lists |= index.lists
+        empty |= index.empty
         targets.update(index.targets)
-    return KeyIndex(frozenset(keys), frozenset(lists), targets)
+    return KeyIndex(frozenset(keys), frozenset(lists), targets, frozenset(empty))
 
 
 def _target_params(target: str) -> set[str] | None:
@@ -103,7 +110,7 @@ def is_known(key: str, index: KeyIndex, added: bool) -> bool:
     Args:
         added: the override adds the key (``+key`` / ``++key``), so it may be new.
     """
-    if key in index.keys or any(_under(key, node) for node in OPEN_NODES):
+    if key in index.keys or any(_under(key, node) for node in (*OPEN_NODES, *index.empty)):
         return True
     parent, _, leaf = key.rpartition(".")
     if any(key.startswith(lst + ".") for lst in index.lists):

@@ -126,3 +126,12 @@ def test_suggest_prefers_siblings_and_gives_up_on_nonsense():
     assert suggest("a.ratoi", index) == "a.ratio"
     assert suggest("c.ratio", index) == "a.ratio"
     assert suggest("a.zzzzzz", index) is None
+
+
+def test_keys_of_a_free_mapping_are_accepted():
+    # predict.yaml declares `fusion: {}`: its keys are merged over the checkpoint's by the task
+    index = index_keys(OmegaConf.create({"fusion": {}, "test": {"short_side": None}}))
+    from cropformer.utils.config_keys import is_known
+
+    assert is_known("fusion.decoder", index, added=False)
+    assert not is_known("test.short_sid", index, added=True)
