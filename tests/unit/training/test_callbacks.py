@@ -95,7 +95,7 @@ class _Trainer:
 def test_progress_line_has_step_loss_rate_and_eta(monkeypatch):
     import cropformer.training.callbacks as cb
 
-    clock = iter([100.0, 110.0])
+    clock = iter([100.0, 100.0, 110.0])  # __init__, reset, line
     monkeypatch.setattr(cb.time, "time", lambda: next(clock))
     rate = _StepRate()
     rate.reset(0)
