@@ -66,6 +66,14 @@ def test_main_job_refuses_to_change_the_compared_models(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: model=cropformer_swinl")
 
 
+def test_main_job_rejects_a_misspelt_key_before_any_run(tmp_path: Path) -> None:
+    proc = _main_job(tmp_path, "data.crop.ratoi=0.5", timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data.crop.ratoi" in lines[0] and "data.crop.ratio" in lines[0]
+    assert not (tmp_path / "logs").exists()  # no run folder
+
+
 def test_shipped_pretrained_weights_match_their_provenance_and_load() -> None:
     """The stage-1 weights initialise Mask2Former fully and CropFormer except the association."""
     from hydra.utils import instantiate

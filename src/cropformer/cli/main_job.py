@@ -101,13 +101,27 @@ def _print_table(metrics: dict[str, dict[str, Any]]) -> None:
         )
 
 
-@user_errors_exit
-def _run(overrides: list[str]) -> dict[str, Any]:
+def check_overrides(overrides: list[str]) -> None:
+    """Unknown keys and bad values of either run: one UserError before any work."""
+    from cropformer.cli.validate import command_line_error
+    from cropformer.utils.config import find_conf_dir
+
     for o in overrides:
-        if o.startswith(("experiment=", "model=", "data/crop=")):
+        if o.lstrip("+~").startswith(("experiment=", "model=", "data/crop=")):
             raise UserError(
                 f"{o}: the main job fixes the experiment of each run; use train.py for other models"
             )
+    for _, experiment in RUNS:
+        message = command_line_error(
+            "train", [f"experiment={experiment}", *overrides], conf_dir=find_conf_dir()
+        )
+        if message:
+            raise UserError(message.replace("train.py", "make train / cropformer.cli.main_job"))
+
+
+@user_errors_exit
+def _run(overrides: list[str]) -> dict[str, Any]:
+    check_overrides(overrides)
     return main_job(overrides)
 
 
