@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cropformer.api import describe_settings, load_module, views_from_data_config
 from cropformer.cli.common import (
     check_data_paths,
     readable,
@@ -30,24 +29,6 @@ from cropformer.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 
-def load_module(checkpoint: Path, fusion_overrides: dict[str, Any] | None = None) -> Any:
-    """Rebuild the LightningModule stored in ``checkpoint``, with fusion settings overridden."""
-    from cropformer.training.module import CropFormerModule
-
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    hparams = stored.get("hyper_parameters") or {}
-    if "net" not in hparams:
-        raise UserError(
-            f"{checkpoint} is not a checkpoint of this platform (no `net` hyper-parameters); "
-            "official detectron2 weights must be converted first with "
-            "scripts/convert_official_checkpoint.py"
-        )
-    fusion = dict(hparams.get("fusion") or {})
-    unknown = {k: v for k, v in (fusion_overrides or {}).items() if v is not None}
-    fusion.update(unknown)
-    return CropFormerModule.load_from_checkpoint(checkpoint, map_location="cpu", fusion=fusion)
-
-
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
@@ -65,7 +46,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     node = cfg.get("fusion")
     fusion = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    module = load_module(checkpoint, fusion)  # type: ignore[arg-type]
+    module, info = load_module(
+        checkpoint,
+        fusion=fusion,  # type: ignore[arg-type]
+        model=cfg.get("model"),
+        official_config=cfg.get("official_config"),
+    )
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
@@ -78,7 +64,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer.global_rank == 0:
         datamodule.prepare_data()
     check_data_paths(datamodule, (split,))
-    log.info(f"evaluating {checkpoint} on the {split} split")
+    views = views_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
+    log.info(
+        f"eval {split}: {describe_settings(info, views, module.fusion, str(trainer.precision))}"
+    )
     run = trainer.validate if split == "val" else trainer.test
     run(model=module, datamodule=datamodule, verbose=False)
     metrics = {

@@ -133,10 +133,10 @@ def read_id_map_png(path: str | Path) -> np.ndarray:
     return arr - 1
 
 
-def write_rle_json(
-    path: str | Path, pred: EntityPrediction, *, file_name: str = "", image_id: int | None = None
-) -> Path:
-    """Write the entities as COCO compressed RLE with scores.
+def rle_document(
+    pred: EntityPrediction, *, file_name: str = "", image_id: int | None = None
+) -> dict[str, Any]:
+    """The entities as COCO compressed RLE with scores (what ``write_rle_json`` writes).
 
     Format: ``{"file_name", "image_id", "height", "width", "annotations": [{"id": k + 1,
     "category_id": 1, "score", "query_index", "area", "segmentation": {"size", "counts"}}]}``;
@@ -160,14 +160,20 @@ def write_rle_json(
                 "segmentation": rle,
             }
         )
-    doc = {
+    return {
         "file_name": file_name,
         "image_id": image_id,
         "height": int(ids.shape[0]),
         "width": int(ids.shape[1]),
         "annotations": anns,
     }
+
+
+def write_rle_json(
+    path: str | Path, pred: EntityPrediction, *, file_name: str = "", image_id: int | None = None
+) -> Path:
+    """Write ``rle_document(pred, ...)`` as json."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(rle_document(pred, file_name=file_name, image_id=image_id)))
     return path

@@ -1,150 +1,360 @@
-"""Predict entities for image files: input expansion, progress bar, writers, bad-file skipping.
+"""Entities for many image files: the one file loop behind ``predict.py`` and the Python API.
 
-The library side of ``predict.py``: ``expand_inputs`` turns a directory, a file, a glob or a list
-into image paths, ``predict_files`` runs an ``EntityPredictor`` over them and writes, per image,
-``<stem>_overlay.png`` (image | coloured entities), ``<stem>_ids.png`` (16-bit id map: 0 = none,
-k + 1 = output k) and ``<stem>.json`` (COCO RLE with scores). Unreadable files are skipped with a
-warning and counted.
+``list_images`` turns a directory (recursively), a file, a glob or a list into sorted image paths;
+``output_stems`` names each image's outputs; ``select_shard`` splits the sorted list for
+``shard=i/n``; ``run_on_files`` decodes and builds the views in DataLoader workers ahead of the
+network, runs several images per forward if asked, writes each output atomically (temporary file
++ rename) and marks an image complete only after all its outputs are in place, so an interrupted
+run resumes where it stopped and never takes a partial output for a finished one.
+
+What is written is given by the caller (``Output``s: a suffix and a write function), so this
+module needs no writer of a higher floor (``cropformer.api`` passes the PNG / RLE writers).
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import warnings
-from collections.abc import Callable, Sequence
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cropformer.schema import EntityPrediction
+from cropformer.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
+DONE_DIR = ".cropformer_done"  # completion lists, one per shard: one finished stem per line
 
 
-def expand_inputs(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Image paths from a directory (its image files, sorted), a file, a glob, or a list of them.
+def list_images(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Sorted image paths from a directory (image files at any depth), a file, a glob, or a list.
 
     Raises:
-        FileNotFoundError: nothing matches (names the pattern).
+        UserError: nothing matches (names the input and what to pass).
     """
     if isinstance(spec, (list, tuple)):
-        out: list[Path] = []
-        for item in spec:
-            out.extend(expand_inputs(item))
-        return out
-    s = str(spec)
-    p = Path(s).expanduser()
-    if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise FileNotFoundError(
-                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in directory {p}"
-            )
-        return files
-    if p.is_file():
-        return [p]
-    matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
-    if not matches:
-        raise FileNotFoundError(
-            f"input {s!r} is not a file or directory and matches no file as a glob "
-            "(quote globs on the command line: input='photos/*.jpg')"
+        return sorted({p for item in spec for p in list_images(item)})
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not files:
+        raise UserError(
+            f"input={spec}: no image files found (pass a directory, a file or a quoted glob "
+            "such as input='photos/*.jpg')"
         )
-    return matches
+    return files
+
+
+def output_stems(files: Sequence[Path]) -> list[str]:
+    """Output names: the file stems, or (when two inputs share a stem, e.g. a/1.jpg and b/1.jpg)
+    the paths relative to the inputs' common folder with ``/`` replaced by ``__``."""
+    stems = [f.stem for f in files]
+    if len(set(stems)) == len(stems):
+        return stems
+    parents = [str(f.resolve().parent) for f in files]
+    common = Path(os.path.commonpath(parents))
+    named = [str(f.resolve().relative_to(common)).replace("/", "__") for f in files]
+    if len(set(named)) == len(named):  # a.jpg and a.png in one folder keep their suffix
+        return named
+    return [f"{n}__{i}" for i, n in enumerate(named)]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; None or ``""`` -> (0, 1).
+
+    Raises:
+        UserError: malformed (names the value and the form expected).
+    """
+    if spec is None or str(spec) in ("", "None", "0/1"):
+        return 0, 1
+    try:
+        i_str, n_str = str(spec).split("/")
+        i, n = int(i_str), int(n_str)
+    except ValueError:
+        i, n = -1, 0
+    if not 0 <= i < n:
+        raise UserError(
+            f"shard={spec}: use shard=i/n with 0 <= i < n (e.g. shard=0/4 ... shard=3/4, or "
+            "shard=${oc.env:SLURM_ARRAY_TASK_ID}/4 in a SLURM array)"
+        )
+    return i, n
+
+
+def select_shard(num_files: int, shard: tuple[int, int]) -> list[int]:
+    """Indices of the sorted input list that shard ``(i, n)`` processes: every n-th from i.
+
+    The shards of one n are disjoint and together cover every index exactly once.
+    """
+    i, n = shard
+    return list(range(i, num_files, n))
 
 
 @dataclass
-class PredictionSummary:
-    """What ``predict_files`` did."""
+class PredictedFile:
+    """One image's result, handed to the ``Output`` writers."""
 
-    written: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    index: int  # position in the sorted input list (also the json's image_id)
+    path: Path
+    stem: str
+    prediction: EntityPrediction
+    image: np.ndarray | None  # (H, W, 3) uint8, only when an output needs it
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file per image: ``<stem><suffix>`` written by ``write(path, result)``.
+
+    ``write`` must write exactly ``path``; the loop renames it into place afterwards.
+    """
+
+    suffix: str
+    write: Callable[[Path, PredictedFile], Any]
+    needs_image: bool = False
+
+
+@dataclass
+class FilesSummary:
+    """What ``run_on_files`` did (numbers for the final report line)."""
+
+    output_dir: Path
+    total: int = 0  # images of this shard
+    processed: int = 0  # predicted and written by this run
+    already_done: int = 0  # complete from an earlier run, skipped
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    device: str = "cpu"
 
     @property
-    def num_ok(self) -> int:
-        return len(self.written)
+    def images_per_second(self) -> float:
+        return self.processed / self.seconds if self.seconds > 0 else 0.0
 
-    @property
-    def num_skipped(self) -> int:
-        return len(self.skipped)
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": self.total,
+            "processed": self.processed,
+            "already_done": self.already_done,
+            "unreadable": len(self.unreadable),
+            "unreadable_files": [f for f, _ in self.unreadable],
+            "output": str(self.output_dir),
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images_per_second, 3),
+            "peak_memory_mb": round(self.peak_memory_mb, 1),
+            "device": self.device,
+        }
 
 
-def predict_files(
+class _ImageViews(torch.utils.data.Dataset[dict[str, Any]]):
+    """Decodes image ``k`` of a list and builds its views (runs in DataLoader workers)."""
+
+    def __init__(
+        self,
+        items: Sequence[tuple[int, Path]],
+        make_sample: Callable[..., dict[str, Any]],
+        loader: Callable[[Path], np.ndarray],
+        keep_image: bool,
+    ) -> None:
+        self.items = list(items)
+        self.make_sample = make_sample
+        self.loader = loader
+        self.keep_image = keep_image
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        index, path = self.items[k]
+        try:
+            image = self.loader(path)
+        except (OSError, ValueError) as err:  # missing, truncated, not an image (SampleError)
+            return {"index": index, "path": path, "error": str(err) or type(err).__name__}
+        sample = self.make_sample(image, index, str(path))
+        return {
+            "index": index,
+            "path": path,
+            "sample": sample,
+            "image": image if self.keep_image else None,
+        }
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # the network owns the cores; workers decode and resize
+
+
+def default_num_workers(num_files: int) -> int:
+    """Decoding workers from the hardware: half the cores (at most 8), none for a single file."""
+    if num_files <= 1:
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def completed_stems(out_dir: Path) -> set[str]:
+    """Stems listed as finished by any earlier run or shard writing into ``out_dir``."""
+    done: set[str] = set()
+    folder = out_dir / DONE_DIR
+    if not folder.is_dir():
+        return done
+    for listing in folder.glob("*.txt"):
+        text = listing.read_text()
+        lines = text.split("\n")
+        done.update(line for line in lines[:-1] if line)  # a last line without "\n" was cut off
+    return done
+
+
+def run_on_files(
     predictor: Any,
-    paths: Sequence[str | Path],
-    output_dir: str | Path,
+    files: Sequence[Path],
+    out_dir: str | Path,
+    outputs: Sequence[Output],
     *,
-    overlay: bool = True,
-    id_map: bool = True,
-    rle_json: bool = True,
-    score_threshold: float = 0.0,
-    progress: bool = True,
-    loader: Callable[[str | Path], np.ndarray] | None = None,
-) -> PredictionSummary:
-    """Predict every image and write the requested outputs into ``output_dir``.
+    stems: Sequence[str] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = True,
+    num_workers: int | None = None,
+    images_per_batch: int = 1,
+    loader: Callable[[Path], np.ndarray] | None = None,
+    progress: bool | None = None,
+) -> FilesSummary:
+    """Predict every image of ``files`` (this shard's share) and write ``outputs`` per image.
 
     Args:
-        predictor: an ``EntityPredictor`` (anything with ``predict(image) -> EntityPrediction``).
-        paths: image files (see ``expand_inputs``).
-        output_dir: created if needed; files are named after each image's stem (a numeric suffix
-            is added when two inputs share a stem).
-        overlay, id_map, rle_json: which outputs to write.
-        score_threshold: drop outputs scoring below this before writing (empty outputs are
-            always dropped); ids are renumbered 1..M in score order of the fusion.
-        progress: show a tqdm progress bar.
+        predictor: an ``EntityPredictor`` (``view_settings`` builds the views in workers,
+            ``predict_samples`` runs network + fusion).
+        files: the full sorted input list (``list_images``); ``shard`` selects this process's part.
+        out_dir: created if needed; ``<stem><suffix>`` per output, and the completion lists in
+            ``.cropformer_done/``.
+        outputs: what to write per image (at least one).
+        stems: output names (default ``output_stems(files)``, computed on the full list so every
+            shard names an image the same way).
+        resume: skip images an earlier run finished (all outputs present and listed as done).
+        num_workers: decoding/view-building processes (None: ``default_num_workers``).
+        images_per_batch: images per forward pass (their views together).
         loader: image reader (default ``cropformer.data.decode.load_image``).
+        progress: a progress bar (None: when stdout is a terminal; else a line every ~5 %).
 
     Returns:
-        A ``PredictionSummary`` (written image paths, skipped files with the reason).
+        A ``FilesSummary``; unreadable files are counted and named, not fatal.
     """
-    from cropformer.evaluation import writers
-
+    if not outputs:
+        raise ValueError("run_on_files needs at least one output to write")
+    if images_per_batch < 1:
+        raise ValueError(f"images_per_batch={images_per_batch} must be >= 1")
     if loader is None:
         from cropformer.data.decode import load_image
 
         loader = load_image
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = PredictionSummary()
-    used: set[str] = set()
-    iterator: Any = paths
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(paths, desc="predict", unit="img", dynamic_ncols=True)
-    for raw in iterator:
-        path = Path(raw)
-        try:
-            image = loader(path)
-        except (OSError, ValueError) as err:  # FileNotFoundError, SampleError, decoder errors
-            warnings.warn(f"skipping unreadable image {path}: {err}", stacklevel=2)
-            summary.skipped.append((path, str(err)))
-            continue
-        pred: EntityPrediction = predictor.predict(image)
-        pred = writers.filter_prediction(pred, score_threshold=score_threshold, drop_empty=True)
-        stem = _unique_stem(path.stem, used)
-        if overlay:
-            writers.write_overlay(out_dir / f"{stem}_overlay.png", image, pred)
-        if id_map:
-            writers.write_id_map_png(out_dir / f"{stem}_ids.png", pred)
-        if rle_json:
-            writers.write_rle_json(out_dir / f"{stem}.json", pred, file_name=str(path))
-        summary.written.append(path)
-    msg = f"predicted {summary.num_ok} image(s) into {out_dir}"
-    if summary.num_skipped:
-        msg += f"; skipped {summary.num_skipped} unreadable file(s)"
-    log.info(msg)
+    started = time.perf_counter()
+    out = Path(out_dir)
+    (out / DONE_DIR).mkdir(parents=True, exist_ok=True)
+    stems = list(stems) if stems is not None else output_stems(files)
+    indices = select_shard(len(files), shard)
+    summary = FilesSummary(output_dir=out, total=len(indices), device=str(predictor.device))
+    done = completed_stems(out) if resume else set()
+    todo: list[tuple[int, Path]] = []
+    for i in indices:
+        if stems[i] in done and all((out / f"{stems[i]}{o.suffix}").is_file() for o in outputs):
+            summary.already_done += 1
+        else:
+            todo.append((i, files[i]))
+    if summary.already_done:
+        log.info(f"resuming: {summary.already_done} of {len(indices)} images already done")
+    keep_image = any(o.needs_image for o in outputs)
+    dataset = _ImageViews(todo, predictor.view_settings, loader, keep_image)
+    workers = default_num_workers(len(todo)) if num_workers is None else int(num_workers)
+    data = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=images_per_batch,
+        num_workers=workers,
+        collate_fn=list,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=2 if workers > 0 else None,
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    tag = "all" if shard == (0, 1) else f"shard-{shard[0]}-of-{shard[1]}"
+    with (out / DONE_DIR / f"{tag}.txt").open("a") as done_list:
+        report = _Progress(len(todo), progress)
+        for items in data:
+            readable = [it for it in items if "error" not in it]
+            for it in items:
+                if "error" in it:
+                    log.warning(f"skipping unreadable file {it['path']}: {it['error']}")
+                    summary.unreadable.append((str(it["path"]), it["error"]))
+            preds = predictor.predict_samples([it["sample"] for it in readable]) if readable else []
+            for it, pred in zip(readable, preds):
+                result = PredictedFile(
+                    it["index"], Path(it["path"]), stems[it["index"]], pred, it["image"]
+                )
+                for o in outputs:
+                    _write_atomically(out / f"{result.stem}{o.suffix}", o, result)
+                # listed only once every output is in place: a crash before leaves it undone
+                done_list.write(result.stem + "\n")
+                done_list.flush()
+                summary.processed += 1
+            report.step(len(items))
+        report.close()
+    summary.seconds = time.perf_counter() - started
+    summary.peak_memory_mb = _peak_memory_mb(predictor.device)
     return summary
 
 
-def _unique_stem(stem: str, used: set[str]) -> str:
-    name, i = stem, 1
-    while name in used:
-        name = f"{stem}_{i}"
-        i += 1
-    used.add(name)
-    return name
+def _write_atomically(final: Path, output: Output, result: PredictedFile) -> None:
+    # same suffix for the temporary file: writers pick the format from it (PIL)
+    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
+    try:
+        output.write(tmp, result)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _peak_memory_mb(device: torch.device | str) -> float:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kB (main process)
+    return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise one log line per ~5 % (job logs stay short)."""
+
+    def __init__(self, total: int, bar: bool | None) -> None:
+        self.total, self.count, self.next_line = total, 0, 0
+        self.bar: Any = None
+        if bar if bar is not None else sys.stdout.isatty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="predict", unit="img", dynamic_ncols=True)
+        self.every = max(1, total // 20)
+
+    def step(self, n: int) -> None:
+        self.count += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.count >= self.next_line and self.total:
+            print(f"[{self.count}/{self.total}] images", flush=True)
+            self.next_line = self.count + self.every
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def chunked(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    """Consecutive slices of ``size`` items (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

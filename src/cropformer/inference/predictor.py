@@ -9,7 +9,8 @@ memory for very large images (e.g. 15000 px panoramas).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,11 @@ from cropformer.schema import Batch, EntityPrediction, Outputs
 
 PRECISIONS = {
     "32": None,
+    "fp32": None,
     "32-true": None,
     "bf16": torch.bfloat16,
     "bf16-mixed": torch.bfloat16,
+    "fp16": torch.float16,
     "16": torch.float16,
     "16-mixed": torch.float16,
 }
@@ -54,6 +57,49 @@ def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+@dataclass(frozen=True)
+class EvalViews:
+    """The evaluation views of one image: a small picklable callable for DataLoader workers.
+
+    ``EvalViews(...)(image)`` -> a sample dict (``views``, ``boxes``, ``orig_size``,
+    ``image_id``, ``file_name``) ready for ``cropformer.data.collate.collate``.
+    """
+
+    short_side: int = 800
+    max_size: int = 1333
+    num_crops: int = 4
+    crop_ratio: float = 0.7
+    stride_ratio: float = 0.6
+    crop_mode: str = "fixed"
+    crop_max_size: int | None = None
+    builder: Callable[..., dict[str, Any]] | None = None
+
+    def __call__(
+        self, image: np.ndarray | torch.Tensor, image_id: int = 0, file_name: str = ""
+    ) -> dict[str, Any]:
+        """Shape: image (H, W, 3) uint8 (grayscale/RGBA accepted) -> T views (3, h_t, w_t)."""
+        from cropformer.data.views import build_eval_views
+
+        rgb = as_rgb_uint8(image)
+        v = (self.builder or build_eval_views)(
+            rgb,
+            short_side=self.short_side,
+            max_size=self.max_size,
+            crop_ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            num_crops=self.num_crops,
+            crop_mode=self.crop_mode,
+            crop_max_size=self.crop_max_size,
+        )
+        return {
+            "views": v["images"],
+            "boxes": v["boxes"],
+            "orig_size": rgb.shape[:2],
+            "image_id": image_id,
+            "file_name": file_name or f"<image {image_id}>",
+        }
+
+
 class EntityPredictor:
     """Image(s) in, ``EntityPrediction`` out, at each image's original resolution.
 
@@ -70,7 +116,8 @@ class EntityPredictor:
         precision: ``"32"``, ``"bf16"`` or ``"16"`` (autocast for the network only; the fusion
             always works in float32).
         view_builder: builds the views of one image (default
-            ``cropformer.data.views.build_eval_views``); injectable for tests.
+            ``cropformer.data.views.build_eval_views``); injectable for tests. The settings
+            above are kept in ``view_settings`` (an ``EvalViews``).
         view_chunk: views run through the backbone, pixel decoder and image-level pass at a time
             (``CropFormer`` networks only; the views are independent there, the result is the same
             up to float rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the
@@ -121,11 +168,16 @@ class EntityPredictor:
         self.crop_max_size = crop_max_size
         self.device = torch.device(device)
         self.precision = str(precision)
-        if view_builder is None:
-            from cropformer.data.views import build_eval_views
-
-            view_builder = build_eval_views
-        self.view_builder = view_builder
+        self.view_settings = EvalViews(
+            short_side=self.short_side,
+            max_size=self.max_size,
+            num_crops=self.num_crops,
+            crop_ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            crop_mode=self.crop_mode,
+            crop_max_size=crop_max_size,
+            builder=view_builder,
+        )
         if view_chunk == "auto":
             view_chunk = 1 if self.device.type == "cpu" else None
         if view_chunk is not None and (not isinstance(view_chunk, int) or view_chunk < 1):
@@ -137,17 +189,8 @@ class EntityPredictor:
             self.net_kwargs = {"aux": False, "view_chunk": view_chunk}
 
     def views(self, image: np.ndarray) -> dict[str, Any]:
-        """The evaluation views of one (H, W, 3) uint8 image (images, boxes, view_sizes)."""
-        return self.view_builder(
-            image,
-            short_side=self.short_side,
-            max_size=self.max_size,
-            crop_ratio=self.crop_ratio,
-            stride_ratio=self.stride_ratio,
-            num_crops=self.num_crops,
-            crop_mode=self.crop_mode,
-            crop_max_size=self.crop_max_size,
-        )
+        """The evaluation views of one (H, W, 3) uint8 image (views, boxes, orig_size, ...)."""
+        return self.view_settings(image)
 
     def make_batch(self, images: Sequence[np.ndarray]) -> Batch:
         """Collate the views of several images into one Batch (image ids 0..B-1).
@@ -156,17 +199,7 @@ class EntityPredictor:
         """
         from cropformer.data.collate import collate
 
-        return collate([self._sample(i, image) for i, image in enumerate(images)])
-
-    def _sample(self, i: int, image: np.ndarray) -> dict[str, Any]:
-        v = self.views(image)
-        return {
-            "views": v["images"],
-            "boxes": v["boxes"],
-            "orig_size": image.shape[:2],
-            "image_id": i,
-            "file_name": f"<image {i}>",
-        }
+        return collate([self.view_settings(image, i) for i, image in enumerate(images)])
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[EntityPrediction]:
@@ -176,9 +209,16 @@ class EntityPredictor:
         Shape: each image (H_i, W_i, 3) uint8 (grayscale and RGBA accepted); returns id maps of
         shape (H_i, W_i).
         """
+        return self.predict_samples([self.view_settings(im, i) for i, im in enumerate(images)])
+
+    @torch.no_grad()
+    def predict_samples(self, samples: Sequence[dict[str, Any]]) -> list[EntityPrediction]:
+        """Network + fusion for samples made by ``EvalViews`` (e.g. in DataLoader workers).
+
+        Samples with the same number of views share one forward pass; results keep the order.
+        """
         from cropformer.data.collate import collate
 
-        samples = [self._sample(i, as_rgb_uint8(im)) for i, im in enumerate(images)]
         groups: dict[int, list[int]] = {}
         for i, sample in enumerate(samples):
             groups.setdefault(len(sample["views"]), []).append(i)
@@ -205,11 +245,3 @@ class EntityPredictor:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
-
-
-def iter_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
-    """Consecutive slices of ``batch_size`` items (the last one may be shorter)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    for start in range(0, len(items), batch_size):
-        yield items[start : start + batch_size]

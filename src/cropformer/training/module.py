@@ -50,8 +50,19 @@ def load_init_weights(net: torch.nn.Module, path: str) -> None:
 
     if not Path(path).is_file():
         raise UserError(f"model.init_checkpoint={path}: file not found")
-    stored = torch.load(path, map_location="cpu", weights_only=False)
-    state = stored.get("state_dict", stored) if isinstance(stored, dict) else stored
+    from cropformer.model.checkpoint_io import official_weights, read_weights_file
+    from cropformer.model.convert import convert_official_state_dict
+
+    stored = read_weights_file(path)
+    official = official_weights(stored)
+    if official is not None:  # a detectron2 .pth/.pkl as published: convert in memory
+        state, unmapped = convert_official_state_dict(official)
+        if unmapped:
+            log.warning(
+                f"init_checkpoint: {len(unmapped)} official keys unused, e.g. {unmapped[:3]}"
+            )
+    else:
+        state = stored.get("state_dict", stored) if isinstance(stored, dict) else stored
     if any(k.startswith("net.") for k in state):
         state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
     state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
@@ -92,9 +103,10 @@ class CropFormerModule(L.LightningModule):
             optimizer step (all ranks together) and counts it in ``train/skipped_steps``.
         compile: run the network through ``torch.compile`` (weights keep their plain names).
         metric: extra keyword arguments of the entity-AP metric (e.g. ``boundary: true``).
-        init_checkpoint: weights to start from (a checkpoint of this platform, or a converted
-            official state dict). Loaded non-strictly: a Mask2Former checkpoint initialises a
-            CropFormer except for its association module (official practice, ref. doc §2.7).
+        init_checkpoint: weights to start from (a checkpoint of this platform, a converted
+            official state dict, or an official detectron2 ``.pth``/``.pkl`` as published).
+            Loaded non-strictly: a Mask2Former checkpoint initialises a CropFormer except for
+            its association module (official practice, ref. doc §2.7).
     """
 
     def __init__(

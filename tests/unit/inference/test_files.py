@@ -1,86 +1,223 @@
-"""predict_files / expand_inputs: outputs per image, unreadable files skipped and counted."""
+"""The file loop behind predict.py: listing, naming, shards, resume after a crash, unreadable files.
+
+A fake network keeps these fast: the predictions depend on the image content only, so every run
+must give byte-identical outputs.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cropformer.evaluation.writers import read_id_map_png
-from cropformer.inference.files import expand_inputs, predict_files
+from cropformer.evaluation.writers import read_id_map_png, write_id_map_png
+from cropformer.inference.files import (
+    DONE_DIR,
+    Output,
+    completed_stems,
+    list_images,
+    output_stems,
+    parse_shard,
+    run_on_files,
+    select_shard,
+)
+from cropformer.inference.fusion import MultiViewFusion
+from cropformer.inference.predictor import EntityPredictor
+from cropformer.utils.errors import UserError
 
 
-class HalfPredictor:
-    """Left half = output 0 (score .9), right half = output 1 (score .2), output 2 empty."""
+class RedNet(torch.nn.Module):
+    """Query q marks pixels whose red value is above 32 * q: content-only predictions."""
 
-    def predict(self, image):
-        h, w = image.shape[:2]
-        ids = torch.zeros((h, w), dtype=torch.int32)
-        ids[:, w // 2 :] = 1
+    def __init__(self, num_queries: int = 4) -> None:
+        super().__init__()
+        self.num_queries = num_queries
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, images, num_views=1, view_sizes=None):
+        N = images.shape[0]
+        Q = self.num_queries
+        red = images[:, 0].float()[:, None, ::4, ::4]
+        thresholds = torch.arange(1, Q + 1, dtype=torch.float32).view(1, Q, 1, 1) * 48.0
+        masks = (red - thresholds) / 8.0
+        logits = torch.stack([torch.linspace(3, 0, Q), torch.zeros(Q)], -1).expand(N, Q, 2)
+        B = N // num_views
         return {
-            "id_map": ids,
-            "scores": torch.tensor([0.9, 0.2, 0.0]),
-            "query_indices": torch.tensor([3, 1, 0]),
+            "image_level": {"pred_logits": logits, "pred_masks": masks, "aux_outputs": []},
+            "batch_level": {
+                "pred_logits": logits.reshape(B, num_views, Q, 2)[:, 0],
+                "pred_masks": masks.reshape(B, num_views, Q, *masks.shape[-2:]).transpose(1, 2),
+                "aux_outputs": [],
+            },
         }
 
 
-@pytest.fixture
-def images(tmp_path):
-    d = tmp_path / "in"
-    d.mkdir()
+def _predictor() -> EntityPredictor:
+    return EntityPredictor(RedNet(), MultiViewFusion(), short_side=32, max_size=48)
+
+
+def _ids_output(log: list[str] | None = None, fail_after: int | None = None) -> Output:
+    def write(path, result):
+        if fail_after is not None and log is not None and len(log) >= fail_after:
+            path.write_bytes(b"partial")  # a crash in the middle of writing
+            raise KeyboardInterrupt("injected crash")
+        write_id_map_png(path, result.prediction)
+        if log is not None:
+            log.append(result.stem)
+
+    return Output("_ids.png", write)
+
+
+def _json_output() -> Output:
+    def write(path, result):
+        path.write_text(json.dumps({"index": result.index, "file": str(result.path)}))
+
+    return Output(".json", write)
+
+
+def _make_images(folder, n: int, broken: tuple[int, ...] = ()) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(d / "a.jpg")
-    Image.fromarray(rng.integers(0, 255, (20, 10, 4), dtype=np.uint8), "RGBA").save(d / "b.png")
-    (d / "broken.png").write_bytes(b"not an image")
-    (d / "notes.txt").write_text("ignored")
-    return d
+    for i in range(n):
+        name = folder / f"frame_{i:04d}.png"
+        if i in broken:
+            name.write_bytes(b"not an image")
+            continue
+        img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        Image.fromarray(img).save(name)
 
 
-def test_expand_inputs(images):
-    names = [p.name for p in expand_inputs(images)]
-    assert names == ["a.jpg", "b.png", "broken.png"]
-    assert [p.name for p in expand_inputs(str(images / "*.png"))] == ["b.png", "broken.png"]
-    assert [p.name for p in expand_inputs([images / "a.jpg", images / "b.png"])] == [
-        "a.jpg",
-        "b.png",
-    ]
-    with pytest.raises(FileNotFoundError, match="matches no file"):
-        expand_inputs(images / "*.tif")
-    empty = images / "empty"
-    empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="no image files"):
-        expand_inputs(empty)
+def _outputs(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_predict_files_writes_outputs_and_skips_bad_files(images, tmp_path):
-    out = tmp_path / "out"
-    with pytest.warns(UserWarning, match="broken.png"):
-        summary = predict_files(
-            HalfPredictor(), expand_inputs(images), out, progress=False, score_threshold=0.5
-        )
-    assert summary.num_ok == 2 and summary.num_skipped == 1
-    overlay = np.asarray(Image.open(out / "a_overlay.png"))
-    assert overlay.shape == (30, 80, 3)
-    ids = read_id_map_png(out / "b_ids.png")
-    assert ids.shape == (20, 10)
-    assert (ids[:, :5] == 0).all() and (ids[:, 5:] == -1).all()  # output 1 below threshold
-    doc = json.loads((out / "b.json").read_text())
-    assert [a["id"] for a in doc["annotations"]] == [1]
-    assert doc["annotations"][0]["query_index"] == 3 and doc["annotations"][0]["area"] == 100
+def test_list_images_recursive_sorted_and_errors(tmp_path):
+    _make_images(tmp_path / "in", 2)
+    _make_images(tmp_path / "in" / "sub", 1)
+    (tmp_path / "in" / "notes.txt").write_text("ignored")
+    names = [str(p.relative_to(tmp_path / "in")) for p in list_images(tmp_path / "in")]
+    assert names == ["frame_0000.png", "frame_0001.png", "sub/frame_0000.png"]
+    assert len(list_images(str(tmp_path / "in" / "*.png"))) == 2
+    assert len(list_images([tmp_path / "in" / "frame_0000.png"] * 2)) == 1
+    with pytest.raises(UserError, match="no image files found"):
+        list_images(tmp_path / "in" / "*.tif")
 
 
-def test_same_stem_gets_a_suffix(images, tmp_path):
-    (images / "a.png").write_bytes((images / "b.png").read_bytes())
-    summary = predict_files(
-        HalfPredictor(),
-        [images / "a.jpg", images / "a.png"],
-        tmp_path / "o",
-        progress=False,
-        overlay=False,
-        rle_json=False,
+def test_output_stems_are_unique(tmp_path):
+    files = [tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg", tmp_path / "b" / "2.jpg"]
+    assert output_stems(files[1:]) == ["1", "2"]
+    assert output_stems(files) == ["a__1.jpg", "b__1.jpg", "b__2.jpg"]
+    assert output_stems([tmp_path / "a.jpg", tmp_path / "a.png"]) == ["a.jpg", "a.png"]
+
+
+def test_parse_and_select_shard():
+    assert parse_shard(None) == (0, 1) and parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "x", "1/0", "-1/2", "1/2/3"):
+        with pytest.raises(UserError, match="shard="):
+            parse_shard(bad)
+    parts = [select_shard(11, (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == list(range(11))
+    assert parts[0] == [0, 3, 6, 9]
+
+
+def test_unreadable_files_are_counted_and_named(tmp_path):
+    _make_images(tmp_path / "in", 5, broken=(1, 3))
+    files = list_images(tmp_path / "in")
+    summary = run_on_files(
+        _predictor(), files, tmp_path / "out", [_ids_output()], num_workers=0, progress=False
     )
-    assert summary.num_ok == 2
-    assert (tmp_path / "o" / "a_ids.png").is_file() and (tmp_path / "o" / "a_1_ids.png").is_file()
+    assert summary.processed == 3
+    assert [os.path.basename(f) for f, _ in summary.unreadable] == [
+        "frame_0001.png",
+        "frame_0003.png",
+    ]
+    assert all(reason for _, reason in summary.unreadable)
+    assert summary.as_dict()["unreadable"] == 2 and summary.images_per_second > 0
+    assert read_id_map_png(tmp_path / "out" / "frame_0000_ids.png").shape == (48, 64)
+    # unreadable files are not marked done: a rerun tries them again
+    again = run_on_files(
+        _predictor(), files, tmp_path / "out", [_ids_output()], num_workers=0, progress=False
+    )
+    assert again.already_done == 3 and again.processed == 0 and len(again.unreadable) == 2
+
+
+def test_crash_and_resume_write_every_output_once_identical_to_one_run(tmp_path):
+    _make_images(tmp_path / "in", 16)
+    files = list_images(tmp_path / "in")
+    outputs = [_json_output()]
+    reference = tmp_path / "ref"
+    run_on_files(
+        _predictor(), files, reference, [_ids_output(), *outputs], num_workers=0, progress=False
+    )
+
+    out = tmp_path / "out"
+    first: list[str] = []
+    with pytest.raises(KeyboardInterrupt):  # crash while writing the 8th id map
+        run_on_files(
+            _predictor(),
+            files,
+            out,
+            [_ids_output(first, fail_after=7), *outputs],
+            num_workers=0,
+            progress=False,
+        )
+    assert len(first) == 7
+    assert len(completed_stems(out)) == 7  # the 8th image is not complete ...
+    assert not list(out.glob(".tmp-*"))  # ... and its partial file was removed
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*_ids.png")}
+
+    second: list[str] = []
+    summary = run_on_files(
+        _predictor(), files, out, [_ids_output(second), *outputs], num_workers=0, progress=False
+    )
+    assert summary.already_done == 7 and summary.processed == 9
+    assert sorted(first + second) == sorted(output_stems(files))  # each image written once
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*_ids.png") if p.name in stamps} == (
+        stamps
+    )
+    assert _outputs(out) == _outputs(reference)
+
+
+def test_output_missing_after_completion_is_redone(tmp_path):
+    _make_images(tmp_path / "in", 3)
+    files = list_images(tmp_path / "in")
+    out = tmp_path / "out"
+    run_on_files(_predictor(), files, out, [_ids_output()], num_workers=0, progress=False)
+    (out / "frame_0001_ids.png").unlink()
+    log: list[str] = []
+    summary = run_on_files(_predictor(), files, out, [_ids_output(log)], num_workers=0)
+    assert log == ["frame_0001"] and summary.already_done == 2
+
+
+def test_a_cut_off_completion_line_does_not_count(tmp_path):
+    (tmp_path / DONE_DIR).mkdir()
+    (tmp_path / DONE_DIR / "all.txt").write_text("a\nb\nfram")
+    assert completed_stems(tmp_path) == {"a", "b"}
+
+
+def test_shards_together_equal_one_run_with_workers(tmp_path):
+    _make_images(tmp_path / "in", 8)
+    files = list_images(tmp_path / "in")
+    outputs = [_ids_output(), _json_output()]
+    run_on_files(_predictor(), files, tmp_path / "one", outputs, num_workers=0, progress=False)
+    sharded = tmp_path / "sharded"
+    counts = []
+    for i in range(2):
+        s = run_on_files(
+            _predictor(),
+            files,
+            sharded,
+            outputs,
+            shard=(i, 2),
+            num_workers=1,
+            images_per_batch=2,
+            progress=False,
+        )
+        counts.append(s.processed)
+    assert counts == [4, 4]
+    assert _outputs(sharded) == _outputs(tmp_path / "one")
+    assert completed_stems(sharded) == set(output_stems(files))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cropformer.inference.fusion import MultiViewFusion
-from cropformer.inference.predictor import EntityPredictor, as_rgb_uint8, iter_batches
+from cropformer.inference.predictor import EntityPredictor, as_rgb_uint8
 
 
 class FakeNet(nn.Module):
@@ -148,12 +148,6 @@ def test_input_conversion():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EntityPredictor(FakeNet(), MultiViewFusion(), **kwargs)
-
-
-def test_iter_batches():
-    assert [list(b) for b in iter_batches([1, 2, 3], 2)] == [[1, 2], [3]]
-    with pytest.raises(ValueError, match="batch_size"):
-        list(iter_batches([1], 0))
 
 
 @pytest.fixture(scope="module")
