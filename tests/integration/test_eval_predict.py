@@ -182,3 +182,83 @@ def test_readme_python_api_snippet_gives_predicts_id_map(trained, tmp_path):
     assert [a["counts"] for a in (r["segmentation"] for r in scope["rles"])] == [
         a["segmentation"]["counts"] for a in doc["annotations"]
     ]
+
+
+def test_eval_takes_predicts_test_view_syntax(tmp_path):
+    from cropformer.cli.eval import _apply_test_views
+
+    cfg = tiny_cfg(
+        tmp_path,
+        "ckpt=x",
+        "test.num_crops=0",
+        "test.short_side=96",
+        "fusion.decoder=B-O",
+        name="eval",
+    )
+    _apply_test_views(cfg)
+    assert cfg.data.crop.num_test == 0 and cfg.data.test_short_side == 96
+    assert cfg.data.test_max_size == 192  # untouched (TINY_DATA)
+
+
+def _frames(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+            folder / f"f{i:04d}.png"
+        )
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # three predict.py processes over 200 images (~2-4 min on 2 cores)
+def test_predict_killed_half_way_resumes_and_shards_equal_one_run(trained, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _integration_helpers import REPO
+
+    tmp, summary = trained
+    frames = tmp_path / "frames"
+    _frames(frames, 200)
+    base = [
+        sys.executable,
+        "predict.py",
+        f"ckpt={summary['last_checkpoint']}",
+        f"input={frames}",
+        f"paths.log_dir={tmp}/logs",
+        "extras.print_config=false",
+        "num_workers=1",
+    ]
+    one = tmp_path / "one"
+    assert subprocess.run([*base, f"output={one}"], cwd=REPO, capture_output=True).returncode == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*base, f"output={killed}"], cwd=REPO, stdout=subprocess.DEVNULL)
+    done_list = killed / ".cropformer_done" / "all.txt"
+    while proc.poll() is None:
+        if done_list.is_file() and done_list.read_text().count("\n") >= 100:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    first = done_list.read_text().split("\n")[:-1]
+    assert 100 <= len(first) < 200, "the run finished before it could be killed"
+    stamps = {p.name: p.stat().st_mtime_ns for p in killed.glob("*.json")}
+    again = run_script(*base[1:], f"output={killed}")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"({len(first)} already done" in again.stdout
+    lines = done_list.read_text().split("\n")[:-1]
+    assert sorted(lines) == sorted(f"f{i:04d}" for i in range(200))  # each image once
+    assert {n: t for n, t in stamps.items() if n[:-5] in first} == {
+        p.name: p.stat().st_mtime_ns for p in killed.glob("*.json") if p.name[:-5] in first
+    }  # what was complete was not rewritten
+    assert {k: v for k, v in _files(killed).items()} == _files(one)
+    sharded = tmp_path / "sharded"
+    for shard in ("0/2", "1/2"):
+        r = run_script(*base[1:], f"output={sharded}", f"shard={shard}")
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert _files(sharded) == _files(one)

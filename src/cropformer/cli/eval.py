@@ -29,6 +29,23 @@ from cropformer.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 
+# predict.py's test-view keys, accepted here with the same syntax (null = the data config's)
+TEST_VIEW_KEYS = {
+    "short_side": "data.test_short_side",
+    "max_size": "data.test_max_size",
+    "num_crops": "data.crop.num_test",
+    "crop_ratio": "data.crop.ratio",
+}
+
+
+def _apply_test_views(cfg: DictConfig) -> None:
+    """``test.short_side=...`` etc. (as in predict.py) set the data config's test views."""
+    test = cfg.get("test") or {}
+    for key, target in TEST_VIEW_KEYS.items():
+        if test.get(key) is not None:
+            OmegaConf.update(cfg, target, test[key], merge=False)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
@@ -52,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         model=cfg.get("model"),
         official_config=cfg.get("official_config"),
     )
+    _apply_test_views(cfg)
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
