@@ -15,8 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli.common import require, start_run, user_errors_exit, write_json
-from cropformer.utils.checkpoint import resolve_checkpoint
+from cropformer.cli.common import require, resolve_ckpt, start_run, user_errors_exit, write_json
 from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
 
@@ -57,11 +56,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     shard = parse_shard(cfg.get("shard"))
     write = cfg.get("write") or {}
     files = list_images(str(cfg.input))
-    checkpoint = resolve_checkpoint(
-        str(cfg.ckpt), log_dir=cfg.paths.log_dir, task_name=str(cfg.get("train_task", "train"))
-    )
-    assert checkpoint is not None
     run_dir = start_run(cfg)
+    checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))  # names the run of last
+    assert checkpoint is not None
     out_dir = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions"
 
     def plain(key: str) -> dict[str, Any]:
