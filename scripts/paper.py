@@ -352,11 +352,34 @@ def render_table5() -> str | None:
             "",
             *lines,
             "",
+            "## Final training losses",
+            "",
+            "Mean of the last 5 logged steps (csv logger). CropFormer: image-level pass (`_2d`, "
+            "weight 0.5) and batch-level pass (`_3d`, weight 1.0); Mask2Former has one pass.",
+            "",
+            *_loss_lines([r for t in rows_done for r in t[1:]]),
+            "",
             "## Commands",
             "",
             _cmd_block([r for t in rows_done for r in t[1:]]),
         ]
     )
+
+
+def _loss_lines(records: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for r in records for k in r.get("final_train_losses", {})})
+    if not keys:
+        return ["(no loss logs recorded)"]
+    short = [k.removeprefix("train/") for k in keys]
+    lines = ["| job | " + " | ".join(short) + " |", "|" + "---|" * (len(keys) + 1)]
+    for r in records:
+        losses = r.get("final_train_losses", {})
+        lines.append(f"| {r['job']} | " + " | ".join(_fmt2(losses.get(k)) for k in keys) + " |")
+    return lines
+
+
+def _fmt2(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def render_table8b() -> str | None:
@@ -635,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
                 run_job(needed, args.python, lowres)
             run_job(job, args.python, lowres)
             render()
-    print("[paper] wrote " + ", ".join(f"results/{t}.md" for t in render()))
+    print("[paper] wrote " + ", ".join(str(RESULTS / f"{t}.md") for t in render()))
     return 0
 
 

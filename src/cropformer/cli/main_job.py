@@ -84,7 +84,9 @@ def main_job(overrides: list[str]) -> dict[str, Any]:
     }
     write_json(job_dir / "summary.json", summary)
     _print_table(summary["metrics"])
-    print(json.dumps(result), flush=True)
+    # rounded for reading; summary.json keeps full precision
+    shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps(shown), flush=True)
     return summary
 
 
