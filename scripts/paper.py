@@ -623,6 +623,48 @@ def render() -> list[str]:
     return written
 
 
+def import_main_job(job_dir: Path) -> list[str]:
+    """Record the two runs of a main job (``make train``) as the table5 jobs of its seed.
+
+    The main job runs exactly the table5 presets (``experiment=embedded_cropformer`` and
+    ``embedded_mask2former``), so its runs are valid table5 rows; the record keeps the main job's
+    command. Refuses a main job that was given overrides other than ``seed=``.
+    """
+    summary = json.loads((job_dir / "summary.json").read_text())
+    extra = [o for o in summary.get("overrides", []) if not o.startswith("seed=")]
+    if extra:
+        raise SystemExit(f"error: {job_dir} ran with overrides {extra}: not a table5 run")
+    written = []
+    for model, experiment in (
+        ("cropformer", "embedded_cropformer"),
+        ("mask2former", "embedded_mask2former"),
+    ):
+        run_dir = Path(summary["runs"][model])
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        import yaml
+
+        seed = int(yaml.safe_load((run_dir / "config.yaml").read_text())["seed"])
+        name = f"t5_{model}_s{seed}"
+        record = {
+            "final_train_losses": final_losses(run_dir),
+            "job": name,
+            "table": "table5",
+            "command": f"python train.py experiment={experiment} seed={seed}",
+            "ran_as": 'make train ARGS="' + " ".join(summary.get("overrides", [])) + '"',
+            "info": {"seed": seed},
+            "metrics": metrics,
+            "checkpoint": metrics.get("last_checkpoint"),
+            "minutes": metrics.get("minutes"),
+            "main_job_minutes": summary.get("minutes"),
+            "commit": _git_commit(),
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        RUNS.mkdir(parents=True, exist_ok=True)
+        (RUNS / f"{name}.json").write_text(json.dumps(record, indent=1, default=str))
+        written.append(name)
+    return written
+
+
 def _configure(seeds: list[int], results: Path, logs: Path, extra: list[str]) -> None:
     global SEEDS, RESULTS, RUNS, LOGS, EXTRA_OVERRIDES
     SEEDS, RESULTS, LOGS = tuple(seeds), results.resolve(), logs.resolve()
@@ -641,8 +683,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--extra", nargs="*", default=[], help="overrides added to every job (smoke tests only)"
     )
+    ap.add_argument(
+        "--import-main-job",
+        type=Path,
+        metavar="DIR",
+        help="record a `make train ARGS=seed=N` run (logs/main_job/runs/<time>) as table5 seed N",
+    )
     args = ap.parse_args(argv)
     _configure(args.seeds, args.results, args.logs, args.extra)
+    if args.import_main_job is not None:
+        print("[paper] imported " + ", ".join(import_main_job(args.import_main_job)))
+        render()
+        return 0
     todo = [j for j in jobs() if j.table in args.tables]
     if args.list:
         for j in todo:

@@ -105,3 +105,26 @@ def test_crop_ratio_table_and_plot(paper: ModuleType) -> None:
     rows = [line for line in text.splitlines() if line.startswith("| 0.")]
     assert [row.split("|")[2].strip() for row in rows] == ["38.0", "40.0", "41.0", "40.5"]
     assert (paper.RESULTS / "table9a_crop_ratio.png").stat().st_size > 1000
+
+
+def test_import_main_job_records_its_seed_and_refuses_other_overrides(
+    paper: ModuleType, tmp_path: Path
+) -> None:
+    job = tmp_path / "main_job"
+    runs = {}
+    for model, ap in (("cropformer", 12.0), ("mask2former", 9.0)):
+        run = job / model
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"val_entity_ap": ap, "minutes": 7.0}))
+        (run / "config.yaml").write_text("seed: 3\n")
+        runs[model] = str(run)
+    summary = {"overrides": ["seed=3"], "runs": runs, "minutes": 15.0}
+    (job / "summary.json").write_text(json.dumps(summary))
+    assert paper.import_main_job(job) == ["t5_cropformer_s3", "t5_mask2former_s3"]
+    rec = json.loads((paper.RUNS / "t5_cropformer_s3.json").read_text())
+    assert rec["command"] == "python train.py experiment=embedded_cropformer seed=3"
+    assert paper.metric(rec, "entity_ap") == 12.0 and rec["main_job_minutes"] == 15.0
+    summary["overrides"] = ["seed=3", "trainer.max_steps=10"]
+    (job / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit, match="not a table5 run"):
+        paper.import_main_job(job)
