@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train pretrain paper test test-slow test-all lint format typecheck bench clean clean-logs
+.PHONY: help setup train pretrain paper test test-slow test-all lint format typecheck bench notebooks clean clean-logs
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ test: setup ## run the default test selection (what CI runs)
 test-slow: setup ## run only the slow tests
 	$(BIN)/pytest -m slow $(ARGS)
 
-test-all: setup ## run every test that this machine can run (slow, ddp, parity included; gpu skip without CUDA)
+test-all: setup ## run every test that this machine can run (slow, ddp, parity, notebooks included; gpu skip without CUDA)
 	$(BIN)/pytest -m "not dataset" $(ARGS)
 
 lint: setup ## ruff lint + format check
@@ -55,6 +55,9 @@ typecheck: setup ## mypy on src/cropformer
 
 bench: setup ## benchmarks vs the official recipe and peers -> benchmarks/results.{md,json}
 	$(BIN)/python scripts/benchmarks/run_all.py $(ARGS)
+
+notebooks: setup ## execute notebooks/*.ipynb headless into notebooks/executed/ (outputs + PNG figures); ARGS="--param NAME=VALUE"
+	$(BIN)/python scripts/run_notebooks.py --png $(ARGS)
 
 clean: ## remove caches and build artefacts (keeps .venv, logs and data)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info
