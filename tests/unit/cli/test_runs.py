@@ -69,7 +69,12 @@ def _job(sweep, n, overrides, metrics=None, failed=False):
 def test_sweep_rows_table_and_markdown(tmp_path):
     sweep = tmp_path / "multirun"
     _job(sweep, 10, ["data.crop.ratio=0.8", "trainer.max_steps=4"], {"entity_ap": 3.0})
-    _job(sweep, 0, ["data.crop.ratio=0.5", "trainer.max_steps=4"], {"entity_ap": 1.0, "val_entity_ap_s": 2})
+    _job(
+        sweep,
+        0,
+        ["data.crop.ratio=0.5", "trainer.max_steps=4"],
+        {"entity_ap": 1.0, "val_entity_ap_s": 2},
+    )
     _job(sweep, 2, ["data.crop.ratio=0.7", "trainer.max_steps=4"], failed=True)
     (sweep / "not_a_job").mkdir()
     rows = collect(sweep)
