@@ -18,6 +18,13 @@ EXPECTED = [
     "03_runs_and_sweeps.ipynb",
 ]
 
+# figures each notebook draws at least with its quick parameters (one per data config / plot)
+MIN_FIGURES = {
+    "01_data_and_crop_views.ipynb": 7,
+    "02_predictions_and_fusion.ipynb": 4,
+    "03_runs_and_sweeps.ipynb": 2,
+}
+
 
 def _tracked() -> list[Path]:
     """The notebooks in git (all of notebooks/*.ipynb when this is not a git checkout)."""
@@ -89,5 +96,5 @@ def test_notebook_executes_with_quick_parameters(name, tmp_path, monkeypatch):
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     figures = list((tmp_path / "out" / Path(name).stem).glob("fig*.png"))
-    assert len(figures) >= 3, f"{name}: only {len(figures)} figures"
+    assert len(figures) >= MIN_FIGURES[name], f"{name}: only {len(figures)} figures"
     print(f"{name}: executed in {seconds:.1f} s, {len(figures)} figures")
