@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 EXPECTED = [
     "01_data_and_crop_views.ipynb",
+    "02_predictions_and_fusion.ipynb",
     "03_runs_and_sweeps.ipynb",
 ]
 
