@@ -5,7 +5,8 @@ Public helpers used by other parts: :func:`load_image`, :func:`build_eval_views`
 """
 
 from cropformer.data.collate import collate
-from cropformer.data.decode import SampleError, load_image
+from cropformer.data.decode import load_image
+from cropformer.data.errors import SampleError
 from cropformer.data.views import build_eval_views, corner_crop_boxes, resize_shortest_edge_size
 
 __all__ = [

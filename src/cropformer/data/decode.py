@@ -20,15 +20,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cropformer.data.errors import SampleError
+from cropformer.data.formats.id_maps import read_id_map
+
 # A 20000x15000 photo (3e8 pixels) is a legitimate input here; Pillow's default bomb guard
 # (8.9e7 warning, 1.8e8 error) would refuse it. 1e9 pixels still stops absurd headers.
 MAX_IMAGE_PIXELS = 1_000_000_000
 
 _TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
-
-
-class SampleError(ValueError):
-    """A sample cannot be read; the message names the file and what to do."""
 
 
 @contextlib.contextmanager
@@ -386,8 +385,6 @@ def label_source_for(record: Any, entities: Sequence[Any]) -> LabelSource:
     """
     h, w = record.height, record.width
     if record.id_map_path is not None:
-        from cropformer.data.formats.id_maps import read_id_map
-
         ids = read_id_map(
             record.id_map_path,
             record.id_map_encoding,

@@ -16,7 +16,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from scipy import ndimage
 
-from cropformer.evaluation.rle import RLE, _c_ready, _decode, _json_ready
+from cropformer.evaluation.rle import RLE, c_ready_rle, decode_rles, json_ready_rle
 
 DEFAULT_DILATION_RATIO = 0.02
 
@@ -61,8 +61,8 @@ def mask_to_boundary(
 
 def rle_to_boundary_rle(rle: RLE, dilation_ratio: float = DEFAULT_DILATION_RATIO) -> RLE:
     """Boundary of a compressed-RLE mask, as compressed RLE (``counts`` str)."""
-    m = _decode([_c_ready(rle)])[:, :, 0]
-    return _json_ready(
+    m = decode_rles([c_ready_rle(rle)])[:, :, 0]
+    return json_ready_rle(
         mask_util.encode(np.asfortranarray(mask_to_boundary(m, dilation_ratio).astype(np.uint8)))
     )
 
@@ -99,11 +99,11 @@ def combined_ious(
         return []
     crowd = [int(c) for c in iscrowd]
     mask_ious = np.asarray(
-        mask_util.iou([_c_ready(r) for r in dt_masks], [_c_ready(r) for r in gt_masks], crowd)
+        mask_util.iou([c_ready_rle(r) for r in dt_masks], [c_ready_rle(r) for r in gt_masks], crowd)
     )
     b_ious = np.asarray(
         mask_util.iou(
-            [_c_ready(r) for r in dt_boundaries], [_c_ready(r) for r in gt_boundaries], crowd
+            [c_ready_rle(r) for r in dt_boundaries], [c_ready_rle(r) for r in gt_boundaries], crowd
         )
     )
     non_crowd = ~np.asarray(crowd, dtype=bool)

@@ -5,23 +5,16 @@ Every category of the ground truth is collapsed into one (id 1) before COCOeval,
 runs with its standard parameters (IoU 0.50:0.05:0.95, 101 recall points, maxDets 1/10/100, areas
 all/small/medium/large) through faster-coco-eval (default) or stock pycocotools (same numbers).
 
-Command line, for results files of any model (including the official
-``coco_instances_results.json``)::
-
-    python -m cropformer.evaluation.entity_ap --gt GT.json --results RESULTS.json [--boundary]
-
-prints a table and, as its last line, one JSON object with ``AP, AP50, AP75, APs, APm, APl``
-(percent), ``AR100``, ``AR100_50`` and ``boundary_AP`` (null without ``--boundary``).
+Results files of any model are evaluated from the command line by ``python -m
+cropformer.cli.entity_ap``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,7 +128,7 @@ def evaluate_entity_results(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
     data = gt if (gt_collapsed and isinstance(gt, dict)) else load_gt(gt)
-    dets = _load_results(results)
+    dets = load_results(results)
 
     all_ids = [int(img["id"]) for img in data["images"]]
     known = set(all_ids)
@@ -183,7 +176,8 @@ def evaluate_entity_results(
     return out
 
 
-def _load_results(results: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def load_results(results: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """COCO mask results (list or json file) with ``category_id`` 1 and no ``bbox``."""
     if isinstance(results, (str, Path)):
         path = Path(results)
         if not path.is_file():
@@ -223,7 +217,7 @@ def _boundaries(
     cache: dict[int, dict[str, Any]] | None,
 ) -> dict[str, Any]:
     """Boundary RLEs for ground truth (by annotation id, cached) and results (by list index)."""
-    from cropformer.evaluation.rle import _json_ready
+    from cropformer.evaluation.rle import json_ready_rle
 
     sizes = {int(img["id"]): (int(img["height"]), int(img["width"])) for img in sub["images"]}
     gt_b: dict[int, Any] = {}
@@ -235,7 +229,7 @@ def _boundaries(
             continue
         h, w = sizes[int(a["image_id"])]
         rle = _ann_to_rle(a, h, w)
-        gt_b[key] = rle_to_boundary_rle(_json_ready(rle), dilation_ratio)
+        gt_b[key] = rle_to_boundary_rle(json_ready_rle(rle), dilation_ratio)
         if cache is not None:
             cache[orig] = gt_b[key]
     dt_b = [rle_to_boundary_rle(d["segmentation"], dilation_ratio) for d in dets]
@@ -499,69 +493,3 @@ class EntityAPMetric:
             metrics["boundary_ap"] = summary["boundary_AP"]
         metrics["entity_num_images"] = float(len(gathered))
         return metrics
-
-
-# ---------------------------------------------------------------------------- CLI
-def _table(summary: dict[str, float]) -> str:
-    keys = [
-        k for k in (*SUMMARY_KEYS, "boundary_AP", "boundary_AP50", "boundary_AP75") if k in summary
-    ]
-    width = max(len(k) for k in keys)
-    lines = [f"{'metric':<{width}} | value", f"{'-' * width}-+-------"]
-    lines += [f"{k:<{width}} | {summary[k]:6.3f}" for k in keys]
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Evaluate a COCO results json against a ground-truth json; print a table and a JSON line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cropformer.evaluation.entity_ap",
-        description="Class-agnostic entity AP (AP^e) of COCO mask results, e.g. the official "
-        "coco_instances_results.json.",
-    )
-    parser.add_argument("--gt", required=True, help="ground-truth annotation json (COCO format)")
-    parser.add_argument("--results", required=True, help="COCO results json (RLE masks)")
-    parser.add_argument("--boundary", action="store_true", help="also compute boundary AP")
-    parser.add_argument("--backend", default="faster_coco_eval", choices=BACKENDS)
-    parser.add_argument("--dilation-ratio", type=float, default=DEFAULT_DILATION_RATIO)
-    parser.add_argument(
-        "--renumber-ann-ids",
-        action="store_true",
-        help="renumber ground-truth annotation ids 1..K (an id 0 can never match "
-        "in COCOeval; off by default like the official evaluator)",
-    )
-    parser.add_argument(
-        "--only-result-images",
-        action="store_true",
-        help="evaluate only the images that have at least one result (a partial "
-        "run); default: every ground-truth image, like the official evaluator",
-    )
-    args = parser.parse_args(argv)
-
-    dets = _load_results(args.results)
-    gt = load_gt(args.gt)
-    image_ids = None if not args.only_result_images else sorted({int(d["image_id"]) for d in dets})
-    summary = evaluate_entity_results(
-        gt,
-        dets,
-        backend=args.backend,
-        boundary=args.boundary,
-        image_ids=image_ids,
-        dilation_ratio=args.dilation_ratio,
-        gt_collapsed=True,
-        renumber_ann_ids=args.renumber_ann_ids,
-    )
-    print(_table(summary))
-    line: dict[str, Any] = {k: _json_float(summary[k]) for k in SUMMARY_KEYS}
-    line["boundary_AP"] = _json_float(summary["boundary_AP"]) if args.boundary else None
-    print(json.dumps(line))
-    sys.stdout.flush()
-    return line
-
-
-def _json_float(x: float) -> float | None:
-    return None if math.isnan(x) else round(float(x), 6)
-
-
-if __name__ == "__main__":
-    main()

@@ -35,7 +35,7 @@ def encode_mask(mask: Tensor | np.ndarray) -> RLE:
     if m.ndim != 2:
         raise ValueError(f"encode_mask expects a 2-D (H, W) mask, got shape {m.shape}")
     rle = mask_util.encode(np.asfortranarray(m.astype(np.uint8, copy=False)))
-    return _json_ready(rle)
+    return json_ready_rle(rle)
 
 
 def encode_masks(masks: Tensor | np.ndarray) -> list[RLE]:
@@ -52,15 +52,16 @@ def encode_masks(masks: Tensor | np.ndarray) -> list[RLE]:
 def decode_rle(rle: RLE | Sequence[RLE]) -> np.ndarray:
     """Decode one RLE to a bool (H, W) mask, or a list of RLEs to a bool (M, H, W) stack."""
     if isinstance(rle, dict):
-        return _decode([_c_ready(rle)])[:, :, 0].astype(bool)
+        return decode_rles([c_ready_rle(rle)])[:, :, 0].astype(bool)
     rles = list(rle)
     if not rles:
         raise ValueError("decode_rle got an empty list; the image size is unknown")
-    out = _decode([_c_ready(r) for r in rles])  # (H, W, M)
+    out = decode_rles([c_ready_rle(r) for r in rles])  # (H, W, M)
     return np.ascontiguousarray(out.transpose(2, 0, 1)).astype(bool)
 
 
-def _decode(rles: list[RLE]) -> np.ndarray:
+def decode_rles(rles: list[RLE]) -> np.ndarray:
+    """pycocotools decode of C-ready RLEs (see :func:`c_ready_rle`). Shape: (H, W, M) uint8."""
     # pycocotools' Cython array wrapper triggers a numpy-2 DeprecationWarning on every decode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -69,7 +70,7 @@ def _decode(rles: list[RLE]) -> np.ndarray:
 
 def rle_area(rle: RLE) -> int:
     """Number of pixels inside an RLE mask."""
-    return int(mask_util.area(_c_ready(rle)))
+    return int(mask_util.area(c_ready_rle(rle)))
 
 
 def id_map_to_rles(id_map: Tensor | np.ndarray, num_outputs: int | None = None) -> list[RLE]:
@@ -85,7 +86,7 @@ def id_map_to_rles(id_map: Tensor | np.ndarray, num_outputs: int | None = None) 
     if num_outputs is None:
         num_outputs = int(ids.max()) + 1 if ids.size else 0
     H, W = ids.shape
-    empty = _json_ready(mask_util.encode(np.zeros((H, W), dtype=np.uint8, order="F")))
+    empty = json_ready_rle(mask_util.encode(np.zeros((H, W), dtype=np.uint8, order="F")))
     # One pass over the map in column-major (RLE) order: split it into runs of equal ids, then
     # give each output its runs. Same counts as encoding every (H, W) mask ``id_map == k``, at
     # the cost of one map pass instead of one per output (~5x faster for 100 outputs).
@@ -113,7 +114,7 @@ def id_map_to_rles(id_map: Tensor | np.ndarray, num_outputs: int | None = None) 
         if counts[-1] == 0:
             counts = counts[:-1]
         rle = mask_util.frPyObjects({"size": [H, W], "counts": counts.tolist()}, H, W)
-        out.append(_json_ready(rle))
+        out.append(json_ready_rle(rle))
     return out
 
 
@@ -155,14 +156,15 @@ def rles_to_id_map(rles: Sequence[RLE], height: int, width: int) -> Tensor:
     return torch.from_numpy(id_map)
 
 
-def _json_ready(rle: RLE) -> RLE:
+def json_ready_rle(rle: RLE) -> RLE:
+    """An RLE whose counts are a str and size plain ints (json-serialisable)."""
     counts = rle["counts"]
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
-def _c_ready(rle: RLE) -> RLE:
+def c_ready_rle(rle: RLE) -> RLE:
     """pycocotools wants compressed counts as bytes (it accepts str, but not a list)."""
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from cropformer.evaluation.rle import id_map_to_rles, rle_area
-from cropformer.inference.fusion import remap_ids
 from cropformer.schema import EntityPrediction
+from cropformer.utils.id_maps import remap_ids
 
 _GOLDEN = 0.618033988749895
 MAX_PNG_IDS = 65535  # 16-bit PNG: 0 = none, k + 1 = output k

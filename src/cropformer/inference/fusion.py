@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cropformer.schema import Batch, EntityPrediction, Outputs
+from cropformer.utils.id_maps import area_and_sum, remap_ids
 
 #: Decoder choices of the paper's Table 8b: which pass and which views the fusion uses.
 #: ``I-O``: image-level pass, full view only; ``B-O``: batch-level pass, full view only;
@@ -305,7 +306,7 @@ class MultiViewFusion:
             win_val.sigmoid_()  # parity: official second sigmoid on the fused probability
 
         # per-output area and value sum in one pass each (index none_id collects the rest)
-        area, val_sum = _area_and_sum(id_map, win_val, M + 1)
+        area, val_sum = area_and_sum(id_map, win_val, M + 1)
         area, val_sum = area[:M], val_sum[:M]
         del win_val
         mask_quality = (val_sum / (area.double() + _AREA_EPS)).float()
@@ -394,36 +395,6 @@ class MultiViewFusion:
             del resized
         assert canvas is not None
         return canvas
-
-
-_BAND_PIXELS = 1 << 21  # rows per band ~ 2 M pixels: bounds int64/float64 temporaries
-
-
-def _area_and_sum(id_map: Tensor, values: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Per-id pixel count and float64 value sum, in row bands (bounded temporaries).
-
-    Shape: id_map (H, W) int in [0, n), values (H, W) -> (n,) int64, (n,) float64.
-    """
-    area = torch.zeros(n, dtype=torch.int64, device=id_map.device)
-    total = torch.zeros(n, dtype=torch.float64, device=id_map.device)
-    rows = max(1, _BAND_PIXELS // max(1, id_map.shape[1]))
-    for y in range(0, id_map.shape[0], rows):
-        ids = id_map[y : y + rows].reshape(-1).long()
-        area += torch.bincount(ids, minlength=n)
-        total += torch.bincount(ids, weights=values[y : y + rows].reshape(-1).double(), minlength=n)
-    return area, total
-
-
-def remap_ids(id_map: Tensor, lut: Tensor) -> Tensor:
-    """``lut[id_map]`` in row bands (the index must be int64; this bounds that temporary).
-
-    Shape: id_map (H, W) int; lut (L,) -> (H, W) with lut's dtype.
-    """
-    out = torch.empty(id_map.shape, dtype=lut.dtype, device=id_map.device)
-    rows = max(1, _BAND_PIXELS // max(1, id_map.shape[1]))
-    for y in range(0, id_map.shape[0], rows):
-        out[y : y + rows] = lut[id_map[y : y + rows].long()]
-    return out
 
 
 def _nonzero_window(mask: Tensor) -> tuple[int, int, int, int] | None:

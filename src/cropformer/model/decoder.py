@@ -16,8 +16,13 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from cropformer.model.layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
-from cropformer.model.pixel_decoder import _c2_xavier_fill
+from cropformer.model.layers import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+    c2_xavier_fill,
+)
 from cropformer.model.position_encoding import sine_position_2d, view_position_code
 from cropformer.schema import PassOutputs
 
@@ -99,7 +104,7 @@ class MaskedAttentionDecoder(nn.Module):
         for _ in range(num_feature_levels):
             if in_channels != hidden_dim or enforce_input_proj:
                 conv = nn.Conv2d(in_channels, hidden_dim, kernel_size=1)
-                _c2_xavier_fill(conv)
+                c2_xavier_fill(conv)
                 self.input_proj.append(conv)
             else:
                 self.input_proj.append(nn.Identity())

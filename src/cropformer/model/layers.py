@@ -10,6 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def c2_xavier_fill(conv: nn.Conv2d) -> None:
+    """detectron2's ``c2_xavier_fill``: kaiming-uniform with a=1, zero bias."""
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 def _xavier_matrices(module: nn.Module) -> None:
     for p in module.parameters():
         if p.dim() > 1:

@@ -18,15 +18,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from cropformer.model.layers import c2_xavier_fill
 from cropformer.model.ms_deform_attn import MSDeformAttn
 from cropformer.model.position_encoding import sine_position_2d
-
-
-def _c2_xavier_fill(conv: nn.Conv2d) -> None:
-    """detectron2's ``c2_xavier_fill``: kaiming-uniform with a=1, zero bias."""
-    nn.init.kaiming_uniform_(conv.weight, a=1)
-    if conv.bias is not None:
-        nn.init.zeros_(conv.bias)
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -201,8 +195,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
             cast(DeformableEncoderLayer, layer).attn.reset_parameters()
         nn.init.normal_(self.level_embed)
         for seq in [*self.lateral_convs, *self.output_convs]:
-            _c2_xavier_fill(cast(nn.Conv2d, cast(nn.Sequential, seq)[0]))
-        _c2_xavier_fill(self.mask_features)
+            c2_xavier_fill(cast(nn.Conv2d, cast(nn.Sequential, seq)[0]))
+        c2_xavier_fill(self.mask_features)
 
     def forward(self, features: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """Encode the backbone features.

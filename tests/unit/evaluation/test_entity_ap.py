@@ -14,12 +14,8 @@ import torch
 from _eval_synthetic import SHARED_GT, make_gt, perfect_prediction, perturbed_results
 from scipy import ndimage
 
-from cropformer.evaluation.entity_ap import (
-    EntityAPMetric,
-    evaluate_entity_results,
-    load_gt,
-    main,
-)
+from cropformer.cli.entity_ap import main
+from cropformer.evaluation.entity_ap import EntityAPMetric, evaluate_entity_results, load_gt
 from cropformer.evaluation.rle import encode_mask
 
 BACKENDS = ["faster_coco_eval", "pycocotools"]

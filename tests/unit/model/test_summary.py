@@ -1,4 +1,4 @@
-"""`python -m cropformer.model.summary`: parameter counts of the official configurations."""
+"""`python -m cropformer.cli.summary`: parameter counts of the official configurations."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cropformer.model.summary import main
+from cropformer.cli.summary import main
 
 # official counts (../shared/reference/official_keys/*.txt headers)
 OFFICIAL = {

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from cropformer.data.decode import SampleError
+from cropformer.data.errors import SampleError
 
 ENCODINGS = ("coco_panoptic", "ade_instance", "ade_full")
 
