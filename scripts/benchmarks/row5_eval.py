@@ -106,7 +106,7 @@ def measure(impl: str, num_images: int, height: int, width: int) -> dict[str, An
     gt, preds = cached_data(num_images, height, width)
     t_total = 0.0
     if impl == "ours":
-        from cropformer.evaluation.entity_ap import EntityAPMetric
+        from cropformer.evaluation.metric import EntityAPMetric
 
         metric = EntityAPMetric(gt)
         for i, (pm, scores) in enumerate(preds):

@@ -216,9 +216,12 @@ class CropFormerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _make_metric(self, annotation_file: str) -> Any:
-        from cropformer.evaluation.entity_ap import EntityAPMetric
+        from cropformer.evaluation.metric import EntityAPMetric
 
-        return EntityAPMetric(gt_annotation_file=annotation_file, **self.hparams.get("metric", {}))
+        options = self.hparams.get("metric", {})
+        metric = EntityAPMetric(gt_annotation_file=annotation_file, **options)
+        # its states are gathered by torch.distributed: on the device of the process group
+        return metric.to(self.device)
 
     def _annotation_file(self, stage: str) -> str:
         dm = getattr(self.trainer, "datamodule", None)

@@ -15,7 +15,8 @@ from _eval_synthetic import SHARED_GT, make_gt, perfect_prediction, perturbed_re
 from scipy import ndimage
 
 from cropformer.cli.entity_ap import main
-from cropformer.evaluation.entity_ap import EntityAPMetric, evaluate_entity_results, load_gt
+from cropformer.evaluation.entity_ap import evaluate_entity_results, load_gt
+from cropformer.evaluation.metric import EntityAPMetric
 from cropformer.evaluation.rle import encode_mask
 
 BACKENDS = ["faster_coco_eval", "pycocotools"]

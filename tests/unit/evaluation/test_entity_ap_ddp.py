@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from _eval_synthetic import make_gt
 from scipy import ndimage
 
-from cropformer.evaluation.entity_ap import EntityAPMetric
+from cropformer.evaluation.metric import EntityAPMetric
 
 
 def _prediction(ids: np.ndarray, seed: int) -> dict:
