@@ -26,6 +26,7 @@ class QueryAssociation(nn.Module):
 
     def __init__(
         self,
+        *,
         dim: int = 256,
         num_heads: int = 8,
         ffn_dim: int = 2048,

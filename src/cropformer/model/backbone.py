@@ -101,6 +101,7 @@ class TimmBackbone(nn.Module):
 
     def __init__(
         self,
+        *,
         model_name: str,
         out_indices: Sequence[int] = (0, 1, 2, 3),
         pretrained: bool = False,

@@ -362,7 +362,7 @@ def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
         if _get(cfg, "MODEL.SWIN.APE", False):
             raise ValueError("MODEL.SWIN.APE=True (absolute position embedding) is not supported")
         backbone = TimmBackbone(
-            "swin_tiny_patch4_window7_224",
+            model_name="swin_tiny_patch4_window7_224",
             out_norm=True,
             drop_path_rate=float(_get(cfg, "MODEL.SWIN.DROP_PATH_RATE")),
             model_kwargs={
@@ -379,7 +379,7 @@ def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
         if depth not in (50, 101):
             raise ValueError(f"MODEL.RESNETS.DEPTH={depth}: only 50 and 101 are supported")
         backbone = TimmBackbone(
-            f"resnet{depth}",
+            model_name=f"resnet{depth}",
             out_indices=(1, 2, 3, 4),
             frozen_bn=_get(cfg, "MODEL.RESNETS.NORM") == "FrozenBN",
         )
@@ -391,8 +391,8 @@ def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
         )
     conv_dim = int(_get(cfg, "MODEL.SEM_SEG_HEAD.CONVS_DIM"))
     pixel_decoder = MSDeformAttnPixelDecoder(
-        backbone.channels,
-        backbone.strides,
+        in_channels=backbone.channels,
+        in_strides=backbone.strides,
         conv_dim=conv_dim,
         mask_dim=int(_get(cfg, "MODEL.SEM_SEG_HEAD.MASK_DIM")),
         num_encoder_layers=int(_get(cfg, "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS")),
@@ -422,10 +422,10 @@ def build_from_official_config(cfg: Mapping[str, Any]) -> CropFormer:
             pre_norm=bool(_get(cfg, "ENTITY.FUSE_ENC_PRE_NORM")),
         )
     return CropFormer(
-        backbone,
-        pixel_decoder,
-        decoder,
-        association,
+        backbone=backbone,
+        pixel_decoder=pixel_decoder,
+        decoder=decoder,
+        association=association,
         pixel_mean=tuple(_get(cfg, "MODEL.PIXEL_MEAN")),
         pixel_std=tuple(_get(cfg, "MODEL.PIXEL_STD")),
         size_divisibility=int(_get(cfg, "MODEL.MASK_FORMER.SIZE_DIVISIBILITY")),

@@ -37,6 +37,7 @@ class CropFormer(nn.Module):
 
     def __init__(
         self,
+        *,
         backbone: TimmBackbone | nn.Module,
         pixel_decoder: MSDeformAttnPixelDecoder,
         decoder: MaskedAttentionDecoder,

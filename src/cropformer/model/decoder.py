@@ -58,6 +58,7 @@ class MaskedAttentionDecoder(nn.Module):
 
     def __init__(
         self,
+        *,
         in_channels: int = 256,
         hidden_dim: int = 256,
         num_queries: int = 100,

@@ -443,6 +443,7 @@ class MSDeformAttn(nn.Module):
 
     def __init__(
         self,
+        *,
         dim: int = 256,
         num_levels: int = 3,
         num_heads: int = 8,

@@ -28,6 +28,7 @@ class DeformableEncoderLayer(nn.Module):
 
     def __init__(
         self,
+        *,
         dim: int,
         ffn_dim: int,
         num_levels: int,
@@ -37,7 +38,13 @@ class DeformableEncoderLayer(nn.Module):
         msda_impl: str = "gather",
     ):
         super().__init__()
-        self.attn = MSDeformAttn(dim, num_levels, num_heads, num_points, impl=msda_impl)
+        self.attn = MSDeformAttn(
+            dim=dim,
+            num_levels=num_levels,
+            num_heads=num_heads,
+            num_points=num_points,
+            impl=msda_impl,
+        )
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(dim)
         self.linear1 = nn.Linear(dim, ffn_dim)
@@ -104,6 +111,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
     def __init__(
         self,
+        *,
         in_channels: Sequence[int],
         in_strides: Sequence[int] = (4, 8, 16, 32),
         conv_dim: int = 256,
@@ -150,7 +158,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         self.level_embed = nn.Parameter(torch.empty(num_encoder_levels, conv_dim))
         self.encoder_layers = nn.ModuleList(
             DeformableEncoderLayer(
-                conv_dim, ffn_dim, num_encoder_levels, num_heads, num_points, dropout, msda_impl
+                dim=conv_dim,
+                ffn_dim=ffn_dim,
+                num_levels=num_encoder_levels,
+                num_heads=num_heads,
+                num_points=num_points,
+                dropout=dropout,
+                msda_impl=msda_impl,
             )
             for _ in range(num_encoder_layers)
         )

@@ -35,12 +35,16 @@ DEPTHS, SWIN_HEADS = (2, 2, 2, 2), (1, 2, 2, 4)
 def _ours(association: bool = False) -> CropFormer:
     torch.manual_seed(0)
     backbone = TimmBackbone(
-        "swin_tiny_patch4_window7_224",
+        model_name="swin_tiny_patch4_window7_224",
         out_norm=True,
         model_kwargs={"embed_dim": EMBED, "depths": DEPTHS, "num_heads": SWIN_HEADS},
     )
     pixel_decoder = MSDeformAttnPixelDecoder(
-        backbone.channels, conv_dim=DIM, mask_dim=DIM, num_encoder_layers=2, num_heads=HEADS
+        in_channels=backbone.channels,
+        conv_dim=DIM,
+        mask_dim=DIM,
+        num_encoder_layers=2,
+        num_heads=HEADS,
     )
     decoder = MaskedAttentionDecoder(
         in_channels=DIM,
@@ -52,7 +56,9 @@ def _ours(association: bool = False) -> CropFormer:
         mask_dim=DIM,
     )
     assoc = QueryAssociation(dim=DIM, num_heads=HEADS, ffn_dim=128) if association else None
-    return CropFormer(backbone, pixel_decoder, decoder, assoc).eval()
+    return CropFormer(
+        backbone=backbone, pixel_decoder=pixel_decoder, decoder=decoder, association=assoc
+    ).eval()
 
 
 def _hf(num_queries: int = QUERIES) -> Any:

@@ -16,7 +16,7 @@ HIDDEN = 32
 def tiny_swin() -> TimmBackbone:
     """A 4-stage Swin with width 8 (the official windowing path)."""
     return TimmBackbone(
-        "swin_tiny_patch4_window7_224",
+        model_name="swin_tiny_patch4_window7_224",
         out_norm=True,
         model_kwargs={"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 1, 2, 2)},
     )
@@ -29,8 +29,8 @@ def build_net(
     torch.manual_seed(0)
     backbone = tiny_swin()
     pixel_decoder = MSDeformAttnPixelDecoder(
-        backbone.channels,
-        backbone.strides,
+        in_channels=backbone.channels,
+        in_strides=backbone.strides,
         conv_dim=HIDDEN,
         mask_dim=HIDDEN,
         num_encoder_layers=1,
@@ -47,5 +47,7 @@ def build_net(
         mask_dim=HIDDEN,
         view_code=view_code,  # type: ignore[arg-type]
     )
-    assoc = QueryAssociation(HIDDEN, 4, 64) if association else None
-    return CropFormer(backbone, pixel_decoder, decoder, assoc)
+    assoc = QueryAssociation(dim=HIDDEN, num_heads=4, ffn_dim=64) if association else None
+    return CropFormer(
+        backbone=backbone, pixel_decoder=pixel_decoder, decoder=decoder, association=assoc
+    )

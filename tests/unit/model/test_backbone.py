@@ -19,7 +19,7 @@ from cropformer.model.backbone import TimmBackbone, _swin_block_official
     ],
 )
 def test_channels_and_strides_follow_timm_feature_info(name, indices, kwargs) -> None:
-    backbone = TimmBackbone(name, out_indices=indices, model_kwargs=kwargs)
+    backbone = TimmBackbone(model_name=name, out_indices=indices, model_kwargs=kwargs)
     extra = {"feature_cls": "getter", "strict_img_size": False} if name.startswith("swin") else {}
     ref = timm.create_model(name, features_only=True, out_indices=indices, **kwargs, **extra)
     assert backbone.channels == ref.feature_info.channels()
@@ -35,7 +35,7 @@ def test_channels_and_strides_follow_timm_feature_info(name, indices, kwargs) ->
 def test_odd_input_sizes_are_padded(name) -> None:
     kwargs = {"embed_dim": 8, "depths": (1, 1, 1, 1)} if name.startswith("swin") else {}
     indices = (0, 1, 2, 3) if name.startswith("swin") else (1, 2, 3, 4)
-    backbone = TimmBackbone(name, out_indices=indices, model_kwargs=kwargs).eval()
+    backbone = TimmBackbone(model_name=name, out_indices=indices, model_kwargs=kwargs).eval()
     x = torch.randn(1, 3, 97, 131)
     feats = backbone(x)
     # padded to 128 x 160
@@ -50,7 +50,7 @@ def test_official_swin_windows_equal_timm_when_maps_are_window_multiples() -> No
     # official padding order must agree; they differ only on other sizes.
     torch.manual_seed(0)
     official = TimmBackbone(
-        "swin_tiny_patch4_window7_224",
+        model_name="swin_tiny_patch4_window7_224",
         model_kwargs={"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 1, 2, 2)},
     ).eval()
     timm_body = official.body
@@ -74,7 +74,7 @@ def test_swin_block_keeps_window_and_shift_on_small_maps() -> None:
 
 
 def test_frozen_bn_makes_statistics_buffers() -> None:
-    backbone = TimmBackbone("resnet18", out_indices=(1, 2, 3, 4), frozen_bn=True)
+    backbone = TimmBackbone(model_name="resnet18", out_indices=(1, 2, 3, 4), frozen_bn=True)
     names = {n for n, _ in backbone.named_parameters()}
     assert not any("bn" in n for n in names)
     assert any(n.endswith("bn1.running_var") for n, _ in backbone.named_buffers())
@@ -84,7 +84,7 @@ def test_frozen_bn_makes_statistics_buffers() -> None:
 
 
 def test_frozen_stages_freeze_stem_and_first_stages() -> None:
-    backbone = TimmBackbone("resnet18", out_indices=(1, 2, 3, 4), frozen_stages=1)
+    backbone = TimmBackbone(model_name="resnet18", out_indices=(1, 2, 3, 4), frozen_stages=1)
     frozen = {n for n, p in backbone.named_parameters() if not p.requires_grad}
     assert "body.conv1.weight" in frozen
     assert any(n.startswith("body.layer1.") for n in frozen)
@@ -106,11 +106,13 @@ def test_grad_checkpointing_gives_same_gradients() -> None:
 
 def test_pretrained_without_local_file_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="checkpoint_path"):
-        TimmBackbone("resnet18", pretrained=True)
+        TimmBackbone(model_name="resnet18", pretrained=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        TimmBackbone("resnet18", pretrained=True, checkpoint_path=str(tmp_path / "none.pth"))
+        TimmBackbone(
+            model_name="resnet18", pretrained=True, checkpoint_path=str(tmp_path / "none.pth")
+        )
     with pytest.raises(ValueError, match="pretrained=False"):
-        TimmBackbone("resnet18", checkpoint_path=str(tmp_path / "w.pth"))
+        TimmBackbone(model_name="resnet18", checkpoint_path=str(tmp_path / "w.pth"))
 
 
 def test_pretrained_loads_a_local_file(tmp_path) -> None:
@@ -118,11 +120,11 @@ def test_pretrained_loads_a_local_file(tmp_path) -> None:
     path = tmp_path / "resnet18.pth"
     torch.save(src.state_dict(), path)
     backbone = TimmBackbone(
-        "resnet18", out_indices=(1, 2, 3, 4), pretrained=True, checkpoint_path=str(path)
+        model_name="resnet18", out_indices=(1, 2, 3, 4), pretrained=True, checkpoint_path=str(path)
     )
     torch.testing.assert_close(backbone.body.conv1.weight, src.conv1.weight)
 
 
 def test_unknown_model_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no_such_net"):
-        TimmBackbone("no_such_net")
+        TimmBackbone(model_name="no_such_net")

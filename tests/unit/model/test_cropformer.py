@@ -119,7 +119,12 @@ def test_bad_inputs_are_clear_errors(net: CropFormer) -> None:
     with pytest.raises(ValueError, match="view_sizes"):
         net(_images(2), view_sizes=torch.tensor([[10, 10]]))
     with pytest.raises(ValueError, match="3 values"):
-        CropFormer(net.backbone, net.pixel_decoder, net.decoder, pixel_mean=(1.0, 2.0))
+        CropFormer(
+            backbone=net.backbone,
+            pixel_decoder=net.pixel_decoder,
+            decoder=net.decoder,
+            pixel_mean=(1.0, 2.0),
+        )
 
 
 @pytest.mark.parametrize("name", ["cropformer_tiny", "mask2former_tiny"])

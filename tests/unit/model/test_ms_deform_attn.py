@@ -91,7 +91,9 @@ def test_module_initial_offsets_ring() -> None:
 
 def test_pixel_decoder_stays_fp32_under_bf16_autocast() -> None:
     torch.manual_seed(0)
-    dec = MSDeformAttnPixelDecoder([8, 16, 32, 64], conv_dim=32, mask_dim=32, num_encoder_layers=1)
+    dec = MSDeformAttnPixelDecoder(
+        in_channels=[8, 16, 32, 64], conv_dim=32, mask_dim=32, num_encoder_layers=1
+    )
     feats = [
         torch.randn(2, c, 32 // s, 32 // s).bfloat16()
         for c, s in zip([8, 16, 32, 64], [1, 2, 4, 8])
@@ -107,12 +109,14 @@ def test_pixel_decoder_stays_fp32_under_bf16_autocast() -> None:
 
 def test_pixel_decoder_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="multiple of num_groups"):
-        MSDeformAttnPixelDecoder([8, 16, 32, 64], conv_dim=48)
+        MSDeformAttnPixelDecoder(in_channels=[8, 16, 32, 64], conv_dim=48)
     with pytest.raises(ValueError, match="increasing"):
-        MSDeformAttnPixelDecoder([8, 16, 32, 64], in_strides=[32, 16, 8, 4])
+        MSDeformAttnPixelDecoder(in_channels=[8, 16, 32, 64], in_strides=[32, 16, 8, 4])
     with pytest.raises(ValueError, match="differ in length"):
-        MSDeformAttnPixelDecoder([8, 16, 32], in_strides=[4, 8, 16, 32])
-    dec = MSDeformAttnPixelDecoder([8, 16, 32, 64], conv_dim=32, mask_dim=32, num_encoder_layers=1)
+        MSDeformAttnPixelDecoder(in_channels=[8, 16, 32], in_strides=[4, 8, 16, 32])
+    dec = MSDeformAttnPixelDecoder(
+        in_channels=[8, 16, 32, 64], conv_dim=32, mask_dim=32, num_encoder_layers=1
+    )
     with pytest.raises(ValueError, match="feature maps"):
         dec([torch.randn(1, 8, 8, 8)])
 

@@ -13,7 +13,7 @@ CHANNELS = [8, 16, 32, 64]
 def _decoder(**kwargs: object) -> MSDeformAttnPixelDecoder:
     torch.manual_seed(0)
     return MSDeformAttnPixelDecoder(
-        CHANNELS, conv_dim=32, mask_dim=32, num_encoder_layers=2, num_heads=4, **kwargs
+        in_channels=CHANNELS, conv_dim=32, mask_dim=32, num_encoder_layers=2, num_heads=4, **kwargs
     )
 
 
