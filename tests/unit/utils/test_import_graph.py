@@ -34,9 +34,6 @@ FLOORS = {
 # utils holds the Hydra/Lightning helpers of the front ends (config, instantiators, logging)
 LIBRARY = ("schema", "data", "model", "losses", "inference", "evaluation")
 FRAMEWORKS = ("hydra", "omegaconf", "argparse", "lightning", "pytorch_lightning")
-# Known back doors being removed elsewhere (each entry must still exist: delete it once fixed).
-# inference/files.py -> evaluation/writers: the one-inference-path change (issue 16 item 1).
-KNOWN_UPWARD = {"cropformer.inference.files -> cropformer.evaluation.writers"}
 # the one library file that is a Lightning object by design
 LIGHTNING_ADAPTERS = {"cropformer.data.datamodule"}
 
@@ -103,8 +100,7 @@ def test_no_import_goes_up_a_floor():
         if low is None:  # cropformer/__init__.py: lazy re-exports of the front ends
             continue
         upward += [f"{name} -> {t}" for t in sorted(targets) if (_floor(t) or 0) > low]
-    assert sorted(set(upward) - KNOWN_UPWARD) == []
-    assert set(upward) >= KNOWN_UPWARD, "a known back door is gone: remove it from KNOWN_UPWARD"
+    assert upward == []
 
 
 def test_no_import_cycle_between_files():
