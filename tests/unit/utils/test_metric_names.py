@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cropformer.evaluation.entity_ap import METRIC_KEYS
+from cropformer.evaluation.metric import METRIC_KEYS
 from cropformer.utils.metric_names import METRICS, canonical, lookup
 
 REPO = Path(__file__).resolve().parents[3]
