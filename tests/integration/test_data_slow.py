@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic
+from cropformer.data.synthetic import SyntheticSpec
+from cropformer.data.synthetic_store import prepare_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,8 @@ from cropformer.data.dataset import EntityDataset
 from cropformer.data.formats.entityseg import read_entityseg
 from cropformer.data.formats.images import image_records
 from cropformer.data.records import Record
-from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic
+from cropformer.data.synthetic import SyntheticSpec
+from cropformer.data.synthetic_store import prepare_synthetic
 from cropformer.data.transforms import ViewSampler, build_pixel_transform
 from cropformer.utils.hardware import auto_num_workers, auto_pin_memory
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_util
 
-from cropformer.data.synthetic import SyntheticSpec, prepare_synthetic, render_scene
+from cropformer.data.synthetic import SyntheticSpec, render_scene
+from cropformer.data.synthetic_store import prepare_synthetic
 
 TINY = SyntheticSpec(num_train=3, num_val=2, image_size=(160, 120))
 
