@@ -12,6 +12,10 @@ crops of 0.7, fusion B-OC), so it gives exactly what ``predict.py`` gives; keywo
 runs ``Segmenter.predict_files``, the one library path over many files.
 
 This module sits on the top floor (it composes Hydra configs and builds the LightningModule).
+It is longer than our ~450-line guide (~550) because checkpoint loading (ours, converted and
+official files), the test settings they carry and the ``Segmenter`` that uses them are one path
+that ``predict.py``, ``eval.py`` and Python callers must share; the loading half
+(``load_module``, ``_load_foreign``) is the part to move out when it grows.
 """
 
 from __future__ import annotations
