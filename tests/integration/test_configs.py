@@ -86,6 +86,13 @@ def _assert_selects(cfg: DictConfig, group: str, option: str) -> int:
             assert _at(own_base, key) == value, f"{group}={option}: {'.'.join(key)}"
             checked += 1
     set_here = {key for key, _ in own}
+    for entry in defaults:  # same-group includes (e.g. experiment presets sharing a budget)
+        if isinstance(entry, str) and entry != "_self_":
+            inc = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{entry}.yaml"))
+            assert isinstance(inc, dict)
+            inc.pop("defaults", None)
+            inc.pop("hydra", None)
+            set_here |= {key for key, _ in _leaves(inc)}
     for entry in defaults:
         if not isinstance(entry, dict):
             continue
@@ -150,7 +157,8 @@ def test_primary_configs_compose(name):
         assert cfg.fusion.decoder is None  # null keeps the checkpoint's fusion
     else:
         assert cfg.input == "x" and cfg.ckpt == "x.ckpt"
-        assert cfg.test.num_crops is None and cfg.fusion == {}  # null/empty keep the stored ones
+        assert cfg.test.num_crops is None  # null keeps the stored test views
+        assert cfg.fusion.decoder is None and cfg.fusion.double_sigmoid is None  # keep stored
 
 
 CASES = [(g, o) for g in GROUPS for o in _options(g)]
