@@ -224,58 +224,62 @@ class MultiViewFusion:
             raise ValueError(f"original image size must be positive, got {orig_size}")
         device = self.device if self.device is not None else pred_logits.device
         prob = pred_logits.detach().to(device=device, dtype=torch.float32).softmax(-1)[:, 0]
-        Q = prob.shape[0]
-        query_ids = torch.arange(Q, device=device)
-        if top_k is not None and top_k < Q:
-            # official MaskFormer: top-k of the entity probabilities, then sorted ascending below
-            query_ids = prob.topk(top_k, sorted=False).indices
-        sel_prob = prob[query_ids]
-        # parity: official sorts ascending and paints in that order, so the last painted (most
-        # probable) query wins; output k is the k-th query of the reversed order. A stable
-        # ascending sort then flip reproduces its tie order.
-        ascending = torch.sort(sel_prob, stable=True).indices
-        out_order = ascending.flip(0)  # output k <- selected query out_order[k]
+        query_ids, out_order = _paint_order(prob, top_k)
+        boxes = [_int_box(box, H, W) for _, _, box in views]
+        single = len(views) == 1 and boxes[0] == (0, 0, W, H)
+        id_map, win_val = self._paint(
+            views, boxes, query_ids, out_order, padded_hw, (H, W), device, single=single
+        )
+        # The winners' values get their (second) sigmoid once here instead of on every canvas:
+        # the same elementwise values, far fewer evaluations.
+        if single:
+            win_val.sigmoid_()  # logits -> probability
+        if self.double_sigmoid:
+            win_val.sigmoid_()  # parity: official second sigmoid on the fused probability
+        return self._outputs(id_map, win_val, prob[query_ids][out_order], query_ids[out_order])
+
+    def _paint(
+        self,
+        views: Sequence[tuple[Tensor, Sequence[int], Sequence[float]]],
+        boxes: Sequence[tuple[int, int, int, int]],
+        query_ids: Tensor,
+        out_order: Tensor,
+        padded_hw: tuple[int, int],
+        orig_hw: tuple[int, int],
+        device: torch.device,
+        *,
+        single: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """Fuse the views chunk by chunk and paint the thresholded masks into one id map.
+
+        Output k is the selected query ``out_order[k]``; where masks overlap the smallest output
+        index (most probable query) wins. ``single``: one full view, values stay logits.
+
+        Shape: returns id_map (H, W) int32 (M = no output) and the winners' values (H, W).
+        """
+        H, W = orig_hw
         M = int(out_order.numel())
         rank = torch.empty_like(out_order)
         rank[out_order] = torch.arange(M, device=device)  # output index of each selected query
-
-        boxes = [_int_box(box, H, W) for _, _, box in views]
-        single = len(views) == 1 and boxes[0] == (0, 0, W, H)
         full_ids = [i for i, box in enumerate(boxes) if box == (0, 0, W, H)]
-
         # Coverage: official count map starts at 1e-16 and adds 1 for every view covering a pixel.
         coverage: Tensor | None = None
         if not single:
             coverage = torch.full((H, W), _COVERAGE_EPS, dtype=torch.float32, device=device)
             for x0, y0, x1, y1 in boxes:
                 coverage[y0:y1, x0:x1] += 1.0
-
-        none_id = M  # larger than any output index while painting
-        id_map = torch.full((H, W), none_id, dtype=torch.int32, device=device)
+        id_map = torch.full((H, W), M, dtype=torch.int32, device=device)
         win_val = torch.zeros((H, W), dtype=torch.float32, device=device)
-
         chunk = self._chunk_size(H, W, padded_hw, boxes, M)
         # In single-view mode the official MaskFormer paints on logits > 0: threshold the logits
         # directly (identical in exact arithmetic, avoids sigmoid rounding at 0.5).
         logit_thr = math.log(self.mask_threshold / (1.0 - self.mask_threshold))
-        # Exact shortcut: bilinear resizing is a convex combination, so a query whose logits are
-        # <= logit(threshold) in every used view has no fused pixel above the threshold; its
-        # output is empty with score 0 and its canvases need not be computed. At threshold 0.5
-        # the bound 0 is exact in float (sigmoid(x <= 0) <= 0.5, averages of values <= 0.5 stay
-        # <= 0.5); other thresholds keep a small margin.
-        bound = 0.0 if self.mask_threshold == 0.5 else logit_thr - 1e-3
-        peak = torch.stack(
-            [
-                m[query_ids.to(m.device)].detach().flatten(1).amax(1).to(device, torch.float32)
-                for m, _, _ in views
-            ]
-        ).amax(0)
-        live = out_order[peak[out_order] > bound]
+        live = out_order[self._may_pass_threshold(views, query_ids, logit_thr, device)[out_order]]
         for start in range(0, int(live.numel()), chunk):
             q_sel = live[start : start + chunk]  # indices into the selected queries
             q_ids = query_ids[q_sel]
             canvas = self._fused_canvas(
-                views, boxes, full_ids, q_ids, padded_hw, (H, W), device, apply_sigmoid=not single
+                views, boxes, full_ids, q_ids, padded_hw, orig_hw, device, apply_sigmoid=not single
             )
             if single:
                 binary = canvas > logit_thr
@@ -283,8 +287,7 @@ class MultiViewFusion:
                 assert coverage is not None
                 canvas.div_(coverage)
                 binary = canvas > self.mask_threshold
-            ranks = rank[q_sel].tolist()
-            for j, k in enumerate(ranks):
+            for j, k in enumerate(rank[q_sel].tolist()):
                 # paint only the window where this query's mask lies (masks are often small)
                 window = _nonzero_window(binary[j])
                 if window is None:
@@ -297,23 +300,47 @@ class MultiViewFusion:
                 val_w = win_val[y0:y1, x0:x1]
                 val_w.copy_(torch.where(upd, canvas[j, y0:y1, x0:x1], val_w))
             del canvas, binary
+        return id_map, win_val
 
-        # The winners' values get their (second) sigmoid once here instead of on every canvas:
-        # the same elementwise values, far fewer evaluations.
-        if single:
-            win_val.sigmoid_()  # logits -> probability
-        if self.double_sigmoid:
-            win_val.sigmoid_()  # parity: official second sigmoid on the fused probability
+    def _may_pass_threshold(
+        self,
+        views: Sequence[tuple[Tensor, Sequence[int], Sequence[float]]],
+        query_ids: Tensor,
+        logit_thr: float,
+        device: torch.device,
+    ) -> Tensor:
+        """Which selected queries can have a fused pixel above the threshold (bool, (M,)).
 
-        # per-output area and value sum in one pass each (index none_id collects the rest)
+        Exact shortcut: bilinear resizing is a convex combination, so a query whose logits are
+        <= logit(threshold) in every used view has no fused pixel above the threshold; its
+        output is empty with score 0 and its canvases need not be computed. At threshold 0.5
+        the bound 0 is exact in float (sigmoid(x <= 0) <= 0.5, averages of values <= 0.5 stay
+        <= 0.5); other thresholds keep a small margin.
+        """
+        bound = 0.0 if self.mask_threshold == 0.5 else logit_thr - 1e-3
+        peak = torch.stack(
+            [
+                m[query_ids.to(m.device)].detach().flatten(1).amax(1).to(device, torch.float32)
+                for m, _, _ in views
+            ]
+        ).amax(0)
+        return peak > bound
+
+    def _outputs(
+        self, id_map: Tensor, win_val: Tensor, entity_prob: Tensor, query_indices: Tensor
+    ) -> EntityPrediction:
+        """Scores (entity probability x mean mask probability), empty outputs and order.
+
+        Shape: id_map (H, W) with M = none; win_val (H, W); entity_prob, query_indices (M,).
+        """
+        M = int(entity_prob.numel())
+        device = id_map.device
+        # per-output area and value sum in one pass each (index M collects the rest)
         area, val_sum = area_and_sum(id_map, win_val, M + 1)
         area, val_sum = area[:M], val_sum[:M]
-        del win_val
         mask_quality = (val_sum / (area.double() + _AREA_EPS)).float()
-        scores = sel_prob[out_order] * mask_quality  # empty masks: 0
-        query_indices = query_ids[out_order]
-        id_map.masked_fill_(id_map == none_id, -1)
-
+        scores = entity_prob * mask_quality  # empty masks: 0
+        id_map.masked_fill_(id_map == M, -1)
         keep = torch.ones(M, dtype=torch.bool, device=device)
         if self.drop_empty:
             keep = area > 0
@@ -326,7 +353,6 @@ class MultiViewFusion:
             id_map = remap_ids(id_map, lut)  # -1 indexes the last entry, which stays -1
             scores = scores[perm]
             query_indices = query_indices[perm]
-
         out_dev = self.output_device if self.output_device is not None else device
         return EntityPrediction(
             id_map=id_map.to(out_dev),
@@ -395,6 +421,22 @@ class MultiViewFusion:
             del resized
         assert canvas is not None
         return canvas
+
+
+def _paint_order(prob: Tensor, top_k: int | None) -> tuple[Tensor, Tensor]:
+    """The selected queries and the output order (output k = selected query ``order[k]``).
+
+    Shape: prob (Q,) entity probabilities -> query ids (M,), order (M,), M = Q or top_k.
+    """
+    query_ids = torch.arange(prob.shape[0], device=prob.device)
+    if top_k is not None and top_k < prob.shape[0]:
+        # official MaskFormer: top-k of the entity probabilities, then sorted ascending below
+        query_ids = prob.topk(top_k, sorted=False).indices
+    # parity: official sorts ascending and paints in that order, so the last painted (most
+    # probable) query wins; output k is the k-th query of the reversed order. A stable
+    # ascending sort then flip reproduces its tie order.
+    ascending = torch.sort(prob[query_ids], stable=True).indices
+    return query_ids, ascending.flip(0)
 
 
 def _nonzero_window(mask: Tensor) -> tuple[int, int, int, int] | None:

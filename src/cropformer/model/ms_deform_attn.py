@@ -11,6 +11,10 @@ Two cores with the same math (bilinear, zero padding, ``align_corners=False``):
 
 Both run on any device and dtype. :class:`MSDeformAttn` itself follows autocast; the pixel
 decoder keeps it in fp32 by disabling autocast as a whole (official; ``force_fp32``).
+
+Longer than 450 lines on purpose: the gather core's forward, analytic backward and its chunking
+helpers share private index structures (``_Levels``, ``_Points``) and are one unit; the
+reference core and the module sit beside it so the equality tests read one file.
 """
 
 from __future__ import annotations
