@@ -22,11 +22,20 @@ from cropformer.data.records import Record
 from cropformer.data.synthetic import SyntheticSpec
 from cropformer.data.synthetic_store import prepare_synthetic
 from cropformer.data.transforms import ViewSampler, build_pixel_transform
+from cropformer.data.views import (
+    CROP_RATIO,
+    CROP_STRIDE_RATIO,
+    MAX_SIZE,
+    NUM_TEST_CROPS,
+    NUM_TRAIN_CROPS,
+    TEST_SHORT_SIDE,
+    TRAIN_SHORT_SIDES,
+)
 from cropformer.utils.hardware import auto_num_workers, auto_pin_memory
 
 log = logging.getLogger(__name__)
 
-OFFICIAL_TRAIN_SHORT_SIDES = (640, 672, 704, 736, 768, 800)
+OFFICIAL_TRAIN_SHORT_SIDES = TRAIN_SHORT_SIDES
 
 
 def _worker_init(worker_id: int) -> None:
@@ -87,9 +96,9 @@ class EntityDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         crop: Mapping[str, Any] | None = None,
         train_short_sides: Sequence[int] = OFFICIAL_TRAIN_SHORT_SIDES,
-        train_max_size: int = 1333,
-        test_short_side: int = 800,
-        test_max_size: int = 1333,
+        train_max_size: int = MAX_SIZE,
+        test_short_side: int = TEST_SHORT_SIDE,
+        test_max_size: int = MAX_SIZE,
         crop_max_size: int | None = None,
         flip_prob: float = 0.5,
         lsj: Mapping[str, float] | None = None,
@@ -105,10 +114,10 @@ class EntityDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         crop_d: dict[str, Any] = {
-            "ratio": 0.7,
-            "stride_ratio": 0.6,
-            "num_train": 1,
-            "num_test": 4,
+            "ratio": CROP_RATIO,
+            "stride_ratio": CROP_STRIDE_RATIO,
+            "num_train": NUM_TRAIN_CROPS,
+            "num_test": NUM_TEST_CROPS,
             "mode": "fixed",
             "cover_gap": False,
         }

@@ -17,12 +17,16 @@ from typing import Any
 import numpy as np
 
 from cropformer.data.views import (
+    CROP_RATIO,
+    CROP_STRIDE_RATIO,
+    MAX_SIZE,
+    NUM_TRAIN_CROPS,
+    TRAIN_SHORT_SIDES,
     Box,
     ViewSpec,
     crop_boxes,
     plan_views,
     random_crop_box,
-    resize_shortest_edge_size,
 )
 
 
@@ -60,13 +64,13 @@ class ViewSampler:
     """
 
     train: bool
-    short_sides: Sequence[int] = (640, 672, 704, 736, 768, 800)
-    max_size: int = 1333
+    short_sides: Sequence[int] = TRAIN_SHORT_SIDES
+    max_size: int = MAX_SIZE
     crop_max_size: int | None = None
     crop_mode: str = "fixed"
-    num_crops: int = 1
-    crop_ratio: float = 0.7
-    stride_ratio: float = 0.6
+    num_crops: int = NUM_TRAIN_CROPS
+    crop_ratio: float = CROP_RATIO
+    stride_ratio: float = CROP_STRIDE_RATIO
     cover_gap: bool = False
     flip_prob: float = 0.5
     lsj: dict[str, float] | None = None
@@ -147,11 +151,6 @@ class ViewSampler:
         y1 = min(max(int(round((oy + ch) / f)), y0 + 1), height)
         view = ViewSpec((x0, y0, x1, y1), (ch, cw))
         return SampleDraw(flip, ch, (), (view,))
-
-
-def full_view_size(height: int, width: int, short_side: int, max_size: int) -> tuple[int, int]:
-    """Convenience alias of the ResizeShortestEdge rule (used by the predictor)."""
-    return resize_shortest_edge_size(height, width, short_side, max_size)
 
 
 def _instantiate(spec: Any) -> Any:

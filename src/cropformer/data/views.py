@@ -21,6 +21,16 @@ Box = tuple[int, int, int, int]
 
 CROP_MODES = ("fixed", "fixed8", "random", "none")
 
+# The official view geometry (reference doc §3): the one place these defaults live; the data
+# module, the view sampler and the predictor take theirs from here.
+CROP_RATIO = 0.7  # crop side / image side (CROP_AREA_RATIO, per side despite the name)
+CROP_STRIDE_RATIO = 0.6  # start-position stride / image side
+NUM_TRAIN_CROPS = 1
+NUM_TEST_CROPS = 4
+TRAIN_SHORT_SIDES = (640, 672, 704, 736, 768, 800)
+TEST_SHORT_SIDE = 800
+MAX_SIZE = 1333  # long-side cap of train and test views (MAX_SIZE_TRAIN = MAX_SIZE_TEST)
+
 
 def resize_shortest_edge_size(
     height: int, width: int, short: int, max_size: int
@@ -68,8 +78,8 @@ def _starts(size: int, crop: int, stride: int) -> list[int]:
 def corner_crop_boxes(
     height: int,
     width: int,
-    ratio: float = 0.7,
-    stride_ratio: float = 0.6,
+    ratio: float = CROP_RATIO,
+    stride_ratio: float = CROP_STRIDE_RATIO,
     *,
     cover_gap: bool = False,
 ) -> list[Box]:
@@ -91,7 +101,7 @@ def corner_crop_boxes(
 
 
 def grid8_crop_boxes(
-    height: int, width: int, ratio: float = 0.7, *, cover_gap: bool = False
+    height: int, width: int, ratio: float = CROP_RATIO, *, cover_gap: bool = False
 ) -> list[Box]:
     """Denser fixed grid (``crop=fixed8``): a 3x3 grid of crop positions minus the centre.
 
@@ -114,8 +124,8 @@ def crop_boxes(
     width: int,
     *,
     mode: str = "fixed",
-    ratio: float = 0.7,
-    stride_ratio: float = 0.6,
+    ratio: float = CROP_RATIO,
+    stride_ratio: float = CROP_STRIDE_RATIO,
     cover_gap: bool = False,
 ) -> list[Box]:
     """All candidate crop boxes of a crop mode (``random`` uses the fixed ones at evaluation)."""
@@ -242,11 +252,11 @@ def to_chw_tensor(view: np.ndarray) -> torch.Tensor:
 def build_eval_views(
     image: np.ndarray,
     *,
-    short_side: int = 800,
-    max_size: int = 1333,
-    crop_ratio: float = 0.7,
-    stride_ratio: float = 0.6,
-    num_crops: int = 4,
+    short_side: int = TEST_SHORT_SIDE,
+    max_size: int = MAX_SIZE,
+    crop_ratio: float = CROP_RATIO,
+    stride_ratio: float = CROP_STRIDE_RATIO,
+    num_crops: int = NUM_TEST_CROPS,
     crop_mode: str = "fixed",
     crop_max_size: int | None = None,
     cover_gap: bool = False,

@@ -20,12 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from cropformer.schema import Batch, EntityPrediction, Outputs
-from cropformer.training.optim import (
-    build_adamw,
-    build_param_groups,
-    format_param_groups,
-    poly_lambda,
-)
+from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
@@ -45,8 +40,6 @@ def _plain(node: Any) -> Any:
 def load_init_weights(net: torch.nn.Module, path: str) -> None:
     """Initialise ``net`` from a file; missing keys are reported, mismatched shapes are errors."""
     from pathlib import Path
-
-    from cropformer.utils.errors import UserError
 
     if not Path(path).is_file():
         raise UserError(f"model.init_checkpoint={path}: file not found")
@@ -97,8 +90,10 @@ class CropFormerModule(L.LightningModule):
         net: config of the network (``cropformer.model.cropformer.CropFormer``).
         criterion: config of the set criterion (matcher + losses of both passes).
         fusion: config of the multi-view fusion used at validation/test/predict time.
-        optimizer: AdamW settings (lr, weight_decay, betas, eps, backbone_lr_mult, no_decay_*).
-        scheduler: poly schedule settings (power, warmup_steps, warmup_factor, max_steps).
+        optimizer: config of the optimizer factory called with the network (``_target_``
+            :func:`cropformer.training.optim.adamw`, ``_partial_: true``).
+        scheduler: config of the schedule factory called with the optimizer (``_target_``
+            :func:`cropformer.training.optim.poly_schedule`, ``_partial_: true``).
         nan_policy: ``raise`` stops on a non-finite loss naming step and terms; ``skip`` skips the
             optimizer step (all ranks together) and counts it in ``train/skipped_steps``.
         compile: run the network through ``torch.compile`` (weights keep their plain names).
@@ -280,36 +275,12 @@ class CropFormerModule(L.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        opt = dict(self.hparams.get("optimizer") or {})
-        lr = float(opt.get("lr", 1e-4))
-        groups = build_param_groups(
-            self.net,
-            lr=lr,
-            weight_decay=float(opt.get("weight_decay", 0.05)),
-            backbone_lr_mult=float(opt.get("backbone_lr_mult", 0.1)),
-            no_decay_norm=bool(opt.get("no_decay_norm", True)),
-            no_decay_embedding=bool(opt.get("no_decay_embedding", True)),
+        make_optimizer = _partial_from_config(self.hparams.get("optimizer"), "optimizer")
+        make_scheduler = _partial_from_config(self.hparams.get("scheduler"), "scheduler")
+        optimizer = _call_config(make_optimizer, "model.optimizer", self.net)
+        scheduler = _call_config(
+            make_scheduler, "model.scheduler", optimizer, trainer_max_steps=self.trainer.max_steps
         )
-        log.info("optimizer parameter groups:\n" + format_param_groups(groups))
-        optimizer = build_adamw(
-            groups,
-            lr=lr,
-            betas=tuple(opt.get("betas", (0.9, 0.999))),  # type: ignore[arg-type]
-            eps=float(opt.get("eps", 1e-8)),
-        )
-        sched = dict(self.hparams.get("scheduler") or {})
-        max_steps = sched.get("max_steps") or self.trainer.max_steps
-        if max_steps is None or max_steps <= 0:
-            raise ValueError(
-                "the poly schedule needs trainer.max_steps > 0 (or model.scheduler.max_steps)"
-            )
-        factor = poly_lambda(
-            max_steps=int(max_steps),
-            power=float(sched.get("power", 0.9)),
-            warmup_steps=int(sched.get("warmup_steps", 0)),
-            warmup_factor=float(sched.get("warmup_factor", 1.0)),
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
@@ -331,3 +302,30 @@ class CropFormerModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         if any("_orig_mod." in k for k in state):
             checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+
+# Checkpoints written before the optimizer/scheduler configs carried a ``_target_``.
+_LEGACY_TARGETS = {
+    "optimizer": "cropformer.training.optim.adamw",
+    "scheduler": "cropformer.training.optim.poly_schedule",
+}
+
+
+def _partial_from_config(config: Mapping[str, Any] | None, kind: str) -> Any:
+    """``functools.partial`` of ``model.<kind>`` (``_partial_: true``)."""
+    cfg = dict(config or {})
+    if "_target_" not in cfg:
+        cfg.pop("name", None)  # legacy `name: poly`
+        cfg = {"_target_": _LEGACY_TARGETS[kind], **cfg}
+    cfg["_partial_"] = True
+    return instantiate(cfg)
+
+
+def _call_config(make: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+    """Call a configured partial; a key its target does not take is one error naming it."""
+    try:
+        return make(*args, **kwargs)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise UserError(f"{key}: {err} (check the spelling of the key in the config)") from err

@@ -1,13 +1,21 @@
-"""Parameter groups, AdamW and the official poly learning-rate schedule (ref. doc §5.1)."""
+"""Parameter groups, AdamW and the official poly learning-rate schedule (ref. doc §5.1).
+
+:func:`adamw` and :func:`poly_schedule` are the ``_target_`` of ``conf/model/optimizer`` and
+``conf/model/scheduler`` (composed with ``_partial_: true``); their signatures hold the defaults,
+and a key they do not take fails.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.batchnorm._BatchNorm,
@@ -115,6 +123,58 @@ def poly_lambda(
         return warm * math.pow(1.0 - progress, power)
 
     return factor
+
+
+def adamw(
+    model: nn.Module,
+    *,
+    lr: float = 1e-4,
+    weight_decay: float = 0.05,
+    betas: Sequence[float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    backbone_lr_mult: float = 0.1,
+    no_decay_norm: bool = True,
+    no_decay_embedding: bool = True,
+) -> torch.optim.AdamW:
+    """The official optimizer of ``model`` (``model.optimizer``, composed with ``_partial_``).
+
+    Parameter groups as :func:`build_param_groups`, AdamW as :func:`build_adamw`; the printed
+    group table is logged.
+    """
+    groups = build_param_groups(
+        model,
+        lr=lr,
+        weight_decay=weight_decay,
+        backbone_lr_mult=backbone_lr_mult,
+        no_decay_norm=no_decay_norm,
+        no_decay_embedding=no_decay_embedding,
+    )
+    log.info("optimizer parameter groups:\n" + format_param_groups(groups))
+    return build_adamw(groups, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps)
+
+
+def poly_schedule(
+    optimizer: torch.optim.Optimizer,
+    *,
+    power: float = 0.9,
+    warmup_steps: int = 0,
+    warmup_factor: float = 1.0,
+    max_steps: int | None = None,
+    trainer_max_steps: int | None = None,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The official poly schedule, stepped per optimizer step (``model.scheduler``, ``_partial_``).
+
+    ``max_steps`` null: the trainer's ``max_steps`` (passed by the module as ``trainer_max_steps``).
+    """
+    steps = max_steps or trainer_max_steps
+    if steps is None or steps <= 0:
+        raise ValueError(
+            "the poly schedule needs trainer.max_steps > 0 (or model.scheduler.max_steps)"
+        )
+    factor = poly_lambda(
+        max_steps=int(steps), power=power, warmup_steps=warmup_steps, warmup_factor=warmup_factor
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def format_param_groups(groups: Iterable[ParamGroupSpec]) -> str:

@@ -92,3 +92,45 @@ def test_poly_warmup_starts_at_factor_and_joins_poly():
 def test_poly_rejects_bad_max_steps():
     with pytest.raises(ValueError, match="max_steps"):
         poly_lambda(max_steps=0)
+
+
+def _tiny_module(*overrides: str):
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from cropformer.utils.config import compose_config
+
+    cfg = compose_config(["model=cropformer_tiny", *overrides])
+    module = instantiate(cfg.model, _recursive_=False)
+    module._trainer = SimpleNamespace(max_steps=40)  # what configure_optimizers reads
+    return module
+
+
+def test_optimizer_and_schedule_come_from_the_config():
+    module = _tiny_module("model.optimizer.weight_decay=0.01", "model.scheduler.warmup_steps=0")
+    out = module.configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW)
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0, 0.01}
+    assert max(g["lr"] for g in opt.param_groups) == pytest.approx(5e-4)  # cropformer_tiny
+    assert sched.lr_lambdas[0](40) == 0.0 and sched.lr_lambdas[0](20) == pytest.approx(0.5**0.9)
+
+
+@pytest.mark.parametrize("key", ["model.optimizer.lrr", "model.scheduler.powr"])
+def test_misspelt_optimizer_or_scheduler_key_fails(key):
+    from cropformer.utils.errors import UserError
+
+    module = _tiny_module(f"+{key}=0.1")
+    with pytest.raises(UserError, match=key.rsplit(".", 1)[0] + r".*" + key.rsplit(".", 1)[1]):
+        module.configure_optimizers()
+
+
+def test_checkpoint_configs_without_target_still_build():
+    module = _tiny_module()
+    legacy_opt = {k: v for k, v in module.hparams["optimizer"].items() if not k.startswith("_")}
+    module.hparams["optimizer"] = legacy_opt
+    module.hparams["scheduler"] = {"name": "poly", "power": 0.9, "max_steps": None}
+    out = module.configure_optimizers()
+    assert isinstance(out["optimizer"], torch.optim.AdamW)
+    assert out["lr_scheduler"]["scheduler"].lr_lambdas[0](40) == 0.0
