@@ -141,7 +141,7 @@ def check_resume_matches(cfg: DictConfig, checkpoint: Path) -> None:
         return
     current = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(current, dict)
-    diffs = config_differences(run_dir_of(checkpoint), current)
+    diffs = config_differences(run_dir_of(checkpoint), {str(k): v for k, v in current.items()})
     if not diffs:
         return
     shown = "; ".join(diffs[:4]) + (f"; ... ({len(diffs) - 4} more)" if len(diffs) > 4 else "")

@@ -76,14 +76,15 @@ def main_job(overrides: list[str]) -> dict[str, Any]:
         "run_dir": str(job_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
     }
+    table = compare(summaries)
     summary = {
         **result,
         "overrides": overrides,
-        "metrics": compare(summaries),
+        "metrics": table,
         "runs": {k: v.get("run_dir") for k, v in summaries.items()},
     }
     write_json(job_dir / "summary.json", summary)
-    _print_table(summary["metrics"])
+    _print_table(table)
     # rounded for reading; summary.json keeps full precision
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
     print(json.dumps(shown), flush=True)

@@ -249,7 +249,7 @@ def command_line_error(
     groups = {p.parent.relative_to(conf_dir).as_posix() for p in conf_dir.rglob("*.yaml")}
     is_group = [o.key_or_group in groups or o.key_or_group.startswith("hydra/") for o in parsed]
     group_overrides = [o for o, g in zip(parsed, is_group) if g]
-    fixed = [o.input_line for o in group_overrides if not o.is_sweep_override()]
+    fixed = [str(o.input_line) for o in group_overrides if not o.is_sweep_override()]
     variants: list[list[str]] = [fixed]
     for o in group_overrides:
         if o.is_sweep_override():  # one reference per option of a swept group

@@ -54,7 +54,7 @@ def index_keys(cfg: DictConfig) -> KeyIndex:
 
     def walk(node: DictConfig, prefix: str) -> None:
         for key in node:
-            full = f"{prefix}{key}"
+            full = f"{prefix}{key!s}"
             keys.add(full)
             child = node._get_node(key)  # raw node: no resolution of ${...}
             if isinstance(child, ListConfig):
