@@ -623,15 +623,46 @@ def render() -> list[str]:
     return written
 
 
+def _config_changing_overrides(overrides: list[str]) -> list[str]:
+    """The overrides of a main job that make its runs differ from the table5 presets.
+
+    ``seed=`` selects the table5 seed and ``paths.*`` only moves files; any other override counts
+    unless it sets a value the presets already have (e.g. ``trainer.max_steps=200`` given while
+    the preset's budget is 200), checked by composing both presets with and without it.
+    """
+    from omegaconf import OmegaConf
+
+    from cropformer.utils.config import compose_config
+
+    changing = []
+    for override in overrides:
+        if override.startswith(("seed=", "paths.")):
+            continue
+        key, _, _ = override.partition("=")
+        for experiment in ("embedded_cropformer", "embedded_mask2former"):
+            base = [f"experiment={experiment}", "paths.output_dir=."]
+            try:
+                same = OmegaConf.select(compose_config(base), key.lstrip("+~")) == OmegaConf.select(
+                    compose_config([*base, override]), key.lstrip("+~")
+                )
+            except Exception:  # an override that does not compose is certainly not table5's
+                same = False
+            if not same:
+                changing.append(override)
+                break
+    return changing
+
+
 def import_main_job(job_dir: Path) -> list[str]:
     """Record the two runs of a main job (``make train``) as the table5 jobs of its seed.
 
     The main job runs exactly the table5 presets (``experiment=embedded_cropformer`` and
     ``embedded_mask2former``), so its runs are valid table5 rows; the record keeps the main job's
-    command. Refuses a main job that was given overrides other than ``seed=``.
+    command. Refuses a main job given overrides that change a run (see
+    ``_config_changing_overrides``).
     """
     summary = json.loads((job_dir / "summary.json").read_text())
-    extra = [o for o in summary.get("overrides", []) if not o.startswith("seed=")]
+    extra = _config_changing_overrides(summary.get("overrides", []))
     if extra:
         raise SystemExit(f"error: {job_dir} ran with overrides {extra}: not a table5 run")
     written = []

@@ -124,7 +124,12 @@ def test_import_main_job_records_its_seed_and_refuses_other_overrides(
     rec = json.loads((paper.RUNS / "t5_cropformer_s3.json").read_text())
     assert rec["command"] == "python train.py experiment=embedded_cropformer seed=3"
     assert paper.metric(rec, "entity_ap") == 12.0 and rec["main_job_minutes"] == 15.0
-    summary["overrides"] = ["seed=3", "trainer.max_steps=10"]
+    # overrides that restate the presets' values or only move files are table5 runs too
+    summary["overrides"] = ["seed=3", "trainer.max_steps=200", "paths.log_dir=/elsewhere"]
     (job / "summary.json").write_text(json.dumps(summary))
-    with pytest.raises(SystemExit, match="not a table5 run"):
-        paper.import_main_job(job)
+    assert paper.import_main_job(job) == ["t5_cropformer_s3", "t5_mask2former_s3"]
+    for changed in ("trainer.max_steps=10", "data.crop.ratio=0.5", "no_such_key=1"):
+        summary["overrides"] = ["seed=3", changed]
+        (job / "summary.json").write_text(json.dumps(summary))
+        with pytest.raises(SystemExit, match="not a table5 run"):
+            paper.import_main_job(job)
