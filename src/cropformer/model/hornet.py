@@ -38,6 +38,10 @@ class ChannelsFirstLayerNorm(nn.Module):
     Shape: (B, C, H, W) -> (B, C, H, W).
     """
 
+    # HorNet's own LayerNorm class is not a torch norm class, so the official optimizer does
+    # not see it as a norm layer: its parameters get weight decay (training.optim reads this).
+    official_optimizer_norm = False
+
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels))
@@ -49,6 +53,21 @@ class ChannelsFirstLayerNorm(nn.Module):
         s = (x - u).pow(2).mean(1, keepdim=True)
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class ChannelsLastLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` (eps 1e-6) of the block MLP; officially HorNet's own LayerNorm class.
+
+    Same numerics as ``nn.LayerNorm``; a class of its own so that the optimizer can treat it as
+    the official one does (weight decay applies, see ``ChannelsFirstLayerNorm``).
+
+    Shape: (..., C) -> (..., C).
+    """
+
+    official_optimizer_norm = False
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__(channels, eps=eps)
 
 
 class GlobalLocalFilter(nn.Module):
@@ -171,7 +190,7 @@ class HorNetBlock(nn.Module):
         super().__init__()
         self.norm1 = ChannelsFirstLayerNorm(dim)
         self.gnconv = GatedConv(dim, order=order, scale=scale, filter_size=filter_size)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = ChannelsLastLayerNorm(dim)
         self.pwconv1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(4 * dim, dim)

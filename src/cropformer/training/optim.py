@@ -39,8 +39,16 @@ class ParamGroupSpec:
     names: list[str] = field(default_factory=list)
 
 
-def _is_norm(module: nn.Module) -> bool:
-    # timm / detectron2 norms subclass the torch ones; also catch custom LayerNorm2d-like classes.
+def _is_norm(module: nn.Module, *, custom_norm_decay: bool) -> bool:
+    """Whether ``module``'s parameters count as a normalisation layer's (no weight decay).
+
+    timm / detectron2 norms subclass the torch ones; custom LayerNorm2d-like classes are caught
+    by name. Modules marked ``official_optimizer_norm = False`` (HorNet's LayerNorms) are norms
+    that the official optimizer does not recognise (it checks torch classes), so with
+    ``custom_norm_decay`` they get weight decay as officially.
+    """
+    if custom_norm_decay and getattr(module, "official_optimizer_norm", True) is False:
+        return False
     return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
 
 
@@ -52,13 +60,16 @@ def build_param_groups(
     backbone_lr_mult: float = 0.1,
     no_decay_norm: bool = True,
     no_decay_embedding: bool = True,
+    custom_norm_decay: bool = True,
     backbone_key: str = "backbone",
 ) -> list[ParamGroupSpec]:
     """Split trainable parameters as the official ``build_optimizer`` does.
 
     - any parameter whose module path contains ``backbone_key`` gets ``lr * backbone_lr_mult``;
     - weight decay 0 for parameters of normalisation layers, ``nn.Embedding`` weights (queries,
-      level embeddings) and Swin position tables (when the switches are on).
+      level embeddings) and Swin position tables (when the switches are on);
+    - ``custom_norm_decay`` (official): norm layers the official optimizer does not recognise
+      as norms (HorNet's own LayerNorm class) keep weight decay; False: none for them either.
 
     Every trainable parameter lands in exactly one group; shared parameters are counted once.
     """
@@ -71,7 +82,8 @@ def build_param_groups(
             seen.add(id(param))
             full_name = f"{module_name}.{param_name}" if module_name else param_name
             is_backbone = backbone_key in full_name.split(".") or backbone_key in module_name
-            no_decay = (no_decay_norm and _is_norm(module)) or (
+            is_norm = _is_norm(module, custom_norm_decay=custom_norm_decay)
+            no_decay = (no_decay_norm and is_norm) or (
                 no_decay_embedding
                 and (isinstance(module, nn.Embedding) or param_name in _POSITION_TABLE_NAMES)
             )
@@ -135,6 +147,7 @@ def adamw(
     backbone_lr_mult: float = 0.1,
     no_decay_norm: bool = True,
     no_decay_embedding: bool = True,
+    custom_norm_decay: bool = True,
 ) -> torch.optim.AdamW:
     """The official optimizer of ``model`` (``model.optimizer``, composed with ``_partial_``).
 
@@ -148,6 +161,7 @@ def adamw(
         backbone_lr_mult=backbone_lr_mult,
         no_decay_norm=no_decay_norm,
         no_decay_embedding=no_decay_embedding,
+        custom_norm_decay=custom_norm_decay,
     )
     log.info("optimizer parameter groups:\n" + format_param_groups(groups))
     return build_adamw(groups, lr=lr, betas=(float(betas[0]), float(betas[1])), eps=eps)

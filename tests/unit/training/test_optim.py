@@ -134,3 +134,31 @@ def test_checkpoint_configs_without_target_still_build():
     out = module.configure_optimizers()
     assert isinstance(out["optimizer"], torch.optim.AdamW)
     assert out["lr_scheduler"]["scheduler"].lr_lambdas[0](40) == 0.0
+
+
+def test_hornet_norms_get_weight_decay_as_officially_unless_switched_off() -> None:
+    # official: HorNet's LayerNorm is its own nn.Module class, not a torch norm class, so
+    # detectron2's optimizer (which checks torch classes) gives its parameters weight decay
+    from cropformer.model.hornet import HorNet
+
+    net = nn.Module()
+    net.backbone = HorNet(
+        base_dim=8, depths=(1, 1, 1, 1), global_filter_sizes=(None, None, (4, 3), (2, 2))
+    )
+    net.norm = nn.LayerNorm(4)  # a torch norm outside HorNet: no weight decay either way
+    hornet_norms = [
+        "backbone.downsample_layers.0.1.weight",  # stem norm
+        "backbone.stages.0.0.norm1.weight",
+        "backbone.stages.0.0.norm2.bias",
+        "backbone.stages.2.0.gnconv.dwconv.pre_norm.weight",
+        "backbone.out_norms.3.weight",
+    ]
+    groups = build_param_groups(net, lr=1e-4, weight_decay=0.05)
+    names = {n for g in groups for n in g.names}
+    assert set(hornet_norms) <= names, sorted(names)[:20]
+    for name in hornet_norms:
+        assert _group_of(groups, name).weight_decay == 0.05, name
+    assert _group_of(groups, "norm.weight").weight_decay == 0.0
+    groups = build_param_groups(net, lr=1e-4, weight_decay=0.05, custom_norm_decay=False)
+    for name in [*hornet_norms, "norm.weight"]:
+        assert _group_of(groups, name).weight_decay == 0.0, name
