@@ -4,8 +4,11 @@ Every measured case runs in a fresh Python process (``run_isolated``) so that it
 (``ru_maxrss`` of that process) is not mixed with another case's, and a reference that needs more
 memory than the machine has can be capped (``RLIMIT_AS``) and reported as "OOM at X GB".
 
-A row is a plain dict (see ``make_row``); ``write_results`` renders ``results.md`` (a table plus
-notes) and ``results.json``.
+A row is a plain dict (see ``make_row``): ``met`` is computed there from whether the measurement
+meets the target and whether the row's correctness check passed; ``in_run`` says whether the
+reference was measured in the same run (False: the official anchors, measured elsewhere);
+``statistic`` how the times were summarised; ``machine`` the CPU (bf16 units or not).
+``write_results`` renders ``results.md`` (a table plus notes) and ``results.json``.
 """
 
 from __future__ import annotations
@@ -46,26 +49,104 @@ ROW_KEYS = (
     "ratio",
     "target",
     "met",
+    "meets_target",
+    "check_passed",
+    "in_run",
+    "statistic",
     "inputs",
     "threads",
     "device",
     "versions",
+    "machine",
     "date",
     "check",
     "note",
+)
+
+#: Where the reference figures of the rows that do not measure the reference come from.
+ANCHORS_DOC = "../shared/docs/official_perf_anchors.md"
+ANCHORS_SOURCE = (
+    "official code (CropFormer 6e7e13a on detectron2 02b5c4e) run outside this project: "
+    "torch 2.13.0+cpu, Python 3.11.7, 2-core AMD EPYC VM with AVX-512 incl. BF16/VNNI, fp32, "
+    "2 threads; measured before 2026-11-25 (the document records no date; the first benchmark "
+    "citing it is of 2026-11-25)"
 )
 
 
 def versions() -> str:
     """Python / torch / transformers / pycocotools versions, one short string."""
     out = [f"py {platform.python_version()}"]
-    for name in ("torch", "transformers", "pycocotools", "timm"):
+    for name in ("torch", "transformers", "pycocotools", "faster_coco_eval", "timm"):
         try:
             mod = importlib.import_module(name)
-            out.append(f"{name} {getattr(mod, '__version__', '?')}")
         except Exception:  # noqa: BLE001 - optional packages
-            pass
+            continue
+        version = getattr(mod, "__version__", None)
+        if version is None:
+            with contextlib.suppress(Exception):
+                from importlib.metadata import version as _v
+
+                version = _v(name)
+        out.append(f"{name} {version or '?'}")
     return ", ".join(out)
+
+
+def machine_info() -> dict[str, Any]:
+    """The CPU the rows run on: model, cores, torch's CPU capability, bf16 matrix units.
+
+    ``bf16_units``: the CPU advertises ``avx512_bf16`` or ``amx_bf16`` (without them a bf16
+    GEMM in torch is emulated and far slower than fp32, so bf16 timings mean something else).
+    """
+    model, flags = platform.processor() or "?", set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("?", "", "x86_64"):
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    capability = "?"
+    with contextlib.suppress(Exception):
+        import torch
+
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_cpu_capability": capability,
+        "bf16_units": bool(flags & {"avx512_bf16", "amx_bf16"}),
+    }
+
+
+def machine_text(m: dict[str, Any] | str | None) -> str:
+    """One line describing a row's machine (``machine`` field)."""
+    if not m:
+        return "not recorded"
+    if isinstance(m, str):
+        return m
+    units = "with bf16 units" if m.get("bf16_units") else "WITHOUT bf16 units (bf16 emulated)"
+    return (
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch CPU capability "
+        f"{m.get('torch_cpu_capability', '?')}, {units}"
+    )
+
+
+def decide_met(meets_target: bool | None, check_passed: bool | None) -> bool | None:
+    """``met`` of a row: the measurement meets the target AND the correctness check passed.
+
+    ``meets_target`` None: a report-only row (no target), so no verdict. ``check_passed`` None:
+    the row has no pass/fail check (its ``check`` text says so); the verdict is the target's.
+    """
+    if meets_target is None:
+        return None
+    return bool(meets_target) and check_passed is not False
+
+
+def fmt_ratio(ratio: float | None, bound: str | None = None) -> str:
+    """A ratio cell: ``2.50x``, ``>= 3.29x`` for a measured lower bound, ``-`` for none."""
+    if ratio is None:
+        return "-"
+    return (">= " if bound == "lower" else "") + f"{ratio:.2f}x"
 
 
 def make_row(
@@ -76,15 +157,28 @@ def make_row(
     ours: str,
     ratio: float | None,
     target: str,
-    met: bool | None,
     inputs: str,
+    meets_target: bool | None = None,
+    check_passed: bool | None = None,
+    in_run: bool | None = None,
+    statistic: str | None = None,
+    met: bool | None = None,
     threads: int = 2,
     device: str = "cpu",
     check: str = "",
     note: str = "",
     **extra: Any,
 ) -> dict[str, Any]:
-    """One results row (``extra`` keeps raw numbers, e.g. ``ours_s``, ``reference_s``)."""
+    """One results row (``extra`` keeps raw numbers, e.g. ``ours_s``, ``reference_s``).
+
+    ``met`` is computed (``decide_met``) from ``meets_target`` (did the measurement reach the
+    target) and ``check_passed`` (did the row's correctness check pass). ``met=`` is accepted
+    as an old spelling of ``meets_target``. ``in_run``: the reference was measured in this run
+    on the same input (False: anchors measured elsewhere, or a paper's figures).
+    ``statistic``: how the times were summarised (e.g. "median of 5, 1 warm-up").
+    """
+    if meets_target is None and met is not None:
+        meets_target = met
     r: dict[str, Any] = {
         "row": row,
         "what": what,
@@ -92,11 +186,16 @@ def make_row(
         "ours": ours,
         "ratio": None if ratio is None else round(float(ratio), 3),
         "target": target,
-        "met": met,
+        "met": decide_met(meets_target, check_passed),
+        "meets_target": None if meets_target is None else bool(meets_target),
+        "check_passed": None if check_passed is None else bool(check_passed),
+        "in_run": in_run,
+        "statistic": statistic,
         "inputs": inputs,
         "threads": threads,
         "device": device,
         "versions": VERSIONS,
+        "machine": MACHINE,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "check": check,
         "note": note,
@@ -123,7 +222,10 @@ def failed_row(
         ours="-",
         ratio=None,
         target=target,
-        met=met,
+        meets_target=None if target in ("-", "report") else False,
+        check_passed=False,
+        in_run=None,
+        statistic="not measured",
         inputs=inputs,
         device=device,
         check="failed",
@@ -132,6 +234,7 @@ def failed_row(
 
 
 VERSIONS = ""  # filled lazily by run_all (importing torch here would slow the children down)
+MACHINE: dict[str, Any] = {}  # likewise (machine_info imports torch)
 
 
 def fmt_s(x: float | None) -> str:
@@ -156,35 +259,95 @@ def _cell(v: Any) -> str:
     return str(v).replace("|", "/").replace("\n", " ")
 
 
+def ratio_cell(r: dict[str, Any]) -> str:
+    """The ratio column: in-run or anchor ratio, bound marker, and the anchors' ratio if any."""
+    text = fmt_ratio(r.get("ratio"), r.get("ratio_bound"))
+    if r.get("ratio_vs_anchors") is not None:
+        text += f" (vs anchors: {fmt_ratio(r['ratio_vs_anchors'])})"
+    return text
+
+
+def in_run_cell(r: dict[str, Any]) -> str:
+    """The "in run" column: yes (reference measured here), anchors/paper (elsewhere), ?."""
+    v = r.get("in_run")
+    if v is None:
+        return "?"
+    return "yes" if v else (r.get("reference_source") or "no (anchors)")
+
+
+def _machines(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Machine description -> label A, B, ... in order of first appearance."""
+    labels: dict[str, str] = {}
+    for r in rows:
+        text = machine_text(r.get("machine"))
+        if text not in labels:
+            labels[text] = chr(ord("A") + len(labels))
+    return labels
+
+
 def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
     """The results table (one line per row) followed by the checks and notes."""
-    cols = ("row", "what", "reference", "ours", "ratio", "target", "met", "inputs")
+    machines = _machines(rows)
+    cols = (
+        "row",
+        "what",
+        "reference",
+        "ours",
+        "ratio",
+        "target",
+        "met",
+        "in run",
+        "statistic",
+        "inputs",
+    )
+    dates = sorted({str(r.get("date", "?"))[:10] for r in rows})
     lines = [
         "# Benchmarks",
         "",
-        f"Produced by `{command}`. "
-        + (
-            f"Device: {rows[0]['device']}, {rows[0]['threads']} threads; {rows[0]['versions']}; "
-            f"{rows[0]['date']}."
-            if rows
-            else ""
-        ),
-        "Ratio = reference / ours for times and memory (> 1: ours is faster / leaner). Each ratio "
-        "is measured in one run on the same input; absolute CPU times are noisy on this shared "
-        "machine.",
+        f"Produced by `{command}` (rows measured on {', '.join(dates) or '-'}; each row's "
+        "date, machine and versions are in the *measured* column and in `results.json`). "
+        "CPU rows: 2 torch threads.",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        "Machines (label used in the *measured* column):",
+        "",
+        *[f"- **{label}**: {text}" for text, label in machines.items()],
+        "",
+        "Ratio = reference / ours for times and memory (> 1: ours is faster / leaner). "
+        "*in run* = yes: the reference was measured in the same run, on the same input and "
+        "machine as ours. *anchors*: the reference is the official code's figure from "
+        f"`{ANCHORS_DOC}` ({ANCHORS_SOURCE}); such ratios compare across machines and torch "
+        "versions. *paper*: the paper's GPU figures (no ratio). `>= X` marks a measured lower "
+        "bound (the reference did not fit its memory cap). No ratio is given where ours runs "
+        "bf16 and the reference fp32. *met* = the measurement meets the target AND the row's "
+        "correctness check passed (computed by the scripts). Absolute CPU times are noisy on "
+        "this shared machine.",
+        "",
+        "| " + " | ".join(cols) + " | measured |",
+        "|" + "---|" * (len(cols) + 1),
     ]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(r.get(c)) for c in cols) + " |")
+        cells = []
+        for c in cols:
+            if c == "ratio":
+                cells.append(ratio_cell(r))
+            elif c == "in run":
+                cells.append(in_run_cell(r))
+            else:
+                cells.append(_cell(r.get(c)))
+        measured = f"{r.get('date', '?')}, {machines[machine_text(r.get('machine'))]}"
+        lines.append("| " + " | ".join(cells) + f" | {_cell(measured)} |")
     lines += ["", "## Checks and notes", ""]
     seen: dict[str, str] = {}  # note text -> the first row that printed it
     for r in rows:
         label = f"{r['row']} {r['what']}"
-        text = f"- **{label}**: check: {r.get('check') or '-'}."
+        passed = {True: "passed", False: "**FAILED**", None: "no pass/fail check"}[
+            r.get("check_passed")
+        ]
+        text = f"- **{label}**: check ({passed}): {r.get('check') or '-'}."
         if r.get("produced_by") and r["produced_by"] != command:
             text += f" (Measured by `{r['produced_by']}`.)"
+        if r.get("versions"):
+            text += f" Versions: {r['versions']}."
         for key, prefix in (("note", ""), ("diagnosis", "**Why the target is missed:** ")):
             body = r.get(key)
             if not body:
@@ -206,6 +369,8 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, command: 
         missing = [k for k in ROW_KEYS if k not in r]
         if missing:
             raise ValueError(f"row {r.get('row')!r} lacks keys {missing}")
+        if r["met"] != decide_met(r["meets_target"], r["check_passed"]):
+            raise ValueError(f"row {r['row']!r} ({r['what']}): met is not target AND check")
     (out / "results.json").write_text(
         json.dumps({"command": command, "rows": list(rows)}, indent=1, default=str) + "\n"
     )
@@ -236,7 +401,29 @@ def timeit(fn: Callable[[], Any], warmup: int = 1, repeats: int = 2) -> dict[str
         t = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t)
-    return {"median": statistics.median(times), "min": min(times), "times": times, "result": result}
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "times": times,
+        "warmup": warmup,
+        "result": result,
+    }
+
+
+def stat_text(kind: str, n: int, warmup: int, interleaved: bool = False) -> str:
+    """How a time was summarised, e.g. ``median of 5, 1 warm-up`` (the ``statistic`` field)."""
+    kind = "single run" if n == 1 else f"{kind} of {n}"
+    extra = f"{warmup} warm-up" if warmup else "no warm-up"
+    return f"{kind}, {extra}" + (", sides interleaved" if interleaved else "")
+
+
+def spread_text(times: Sequence[float]) -> str:
+    """``min-max`` of repeated times (``1.02-1.10 s``), for notes on the spread."""
+    if not times:
+        return "-"
+    lo, hi = min(times), max(times)
+    return fmt_s(lo) if len(times) == 1 else f"{fmt_s(lo)}-{fmt_s(hi)}"
 
 
 def timeit_pair(
@@ -254,6 +441,7 @@ def timeit_pair(
     for r in res:
         r["median"] = statistics.median(r["times"])
         r["min"] = min(r["times"])
+        r["max"] = max(r["times"])
     return res[0], res[1]
 
 
@@ -266,6 +454,28 @@ def peak_rss_gb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+def rss_gb() -> float:
+    """Current RSS of this process, GB (decimal); 0.0 where /proc is missing."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    return 0.0
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) to its current RSS (Linux ``clear_refs`` 5).
+
+    Lets a child report what one stage adds above what the process already held. Returns
+    False where the kernel does not allow it (the peak then includes earlier stages).
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def is_oom(exc: BaseException) -> bool:

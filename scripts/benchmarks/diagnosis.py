@@ -1,7 +1,9 @@
 """Diagnoses of missed targets (profile summaries), attached to a row's ``diagnosis`` field.
 
-Keyed by (row id, a substring of the row's ``what``); written from torch.profiler / py-spy runs
-on this machine kind. ``annotate`` adds the text to rows whose target was missed.
+Keyed by (row id, a substring of the row's ``what``); written by hand from torch.profiler /
+py-spy runs made earlier (``PROFILED`` says when and where); they are not re-measured by
+``make bench``, and ``annotate`` says so in front of the text it adds to a row whose target was
+missed.
 """
 
 from __future__ import annotations
@@ -42,9 +44,16 @@ _TRAIN = (
     "point-sample the 256-channel mask features instead of computing the full-resolution mask "
     "logits of the 18 intermediate predictions (exact by linearity, but a change of the Outputs "
     "contract), or fused CPU kernels for the elementwise chains. The bf16 rows show the "
-    "recipe for hardware with bf16 matrix units (GPUs, this CPU): ~2.2x / 1.8x faster with "
-    "~2.2x / 1.8x less memory than the official fp32 step."
+    "recipe for hardware with bf16 matrix units (GPUs, and the CPU of that profile, which had "
+    "them): ~2.2x / 1.8x faster with ~2.2x / 1.8x less memory than the official fp32 step."
 )
+
+#: When and where the profiles behind each text were taken (git log of this file).
+PROFILED = {
+    _NET: "2026-11-25 (commit 5813a11), 2-core AMD EPYC with bf16 units, torch 2.14.1",
+    _INFER: "2026-11-25 (commit 5813a11), 2-core AMD EPYC with bf16 units, torch 2.14.1",
+    _TRAIN: "2026-11-25 (commit df21a26), 2-core AMD EPYC with bf16 units, torch 2.14.1",
+}
 
 DIAGNOSES: dict[tuple[str, str], str] = {
     ("2", "Mask2Former"): _NET,
@@ -60,6 +69,9 @@ def annotate(row: dict[str, Any]) -> dict[str, Any]:
         return row
     for (rid, key), text in DIAGNOSES.items():
         if row.get("row") == rid and key in row.get("what", ""):
-            row["diagnosis"] = text
+            when = PROFILED.get(text, "date not recorded")
+            row["diagnosis"] = (
+                f"(From an earlier profile, {when}; not re-measured by this run.) {text}"
+            )
             break
     return row

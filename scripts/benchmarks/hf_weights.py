@@ -229,7 +229,15 @@ def copy_ours_to_hf(ours_net: nn.Module, hf_model: Any) -> None:
     Swin LayerNorm), if a converted key does not exist there, or if shapes differ (the two were
     built with different configurations).
     """
-    sd = hf_state_dict(ours_net)
+    load_hf_state_dict(hf_model, hf_state_dict(ours_net))
+
+
+def load_hf_state_dict(hf_model: Any, sd: dict[str, Tensor]) -> None:
+    """Load a converted state dict (``hf_state_dict``) into ``hf_model`` in place, checked.
+
+    Lets a process that never imports our network (benchmark row 2) load the weights from a
+    file. Raises ValueError as ``copy_ours_to_hf`` does.
+    """
     target = hf_model.state_dict()
     unknown = sorted(set(sd) - set(target))
     if unknown:

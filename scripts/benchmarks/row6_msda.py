@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import failed_row, fmt_s, make_row, run_isolated, timeit_pair
+from common import failed_row, fmt_s, make_row, run_isolated, stat_text, timeit_pair
 
 # max |diff| relative to the largest reference magnitude of each tensor: fp32 rounding only (at
 # 800x1344 both cores are 2.5e-5 (abs) from an fp64 evaluation and 7.5e-6 (rel) from each other)
 REL_TOL = 5e-5
+#: The stated target: ours not slower than the reference (ratio >= 1.0x).
+TARGET = 1.0
 
 
 def _case(batch: int, shapes: list[tuple[int, int]]) -> tuple[Any, ...]:
@@ -114,10 +116,13 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     """Rows 6 (forward + backward) and 6b (forward, no_grad), one child process."""
     size = (800, 1344)
     r = run_isolated("row6_msda", "measure", {"size": list(size), "repeats": 2 if quick else 3})
+    # (``reps`` below repeats this choice for the statistic label)
     if "error" in r:
         return [_failed(r)]
     full, train = r["full"], r["train"]
     inputs = f"{full['queries']} queries, 8 heads x 32, 3 levels x 4 points, fp32, batch 1"
+    reps = 2 if quick else 3
+    stat = stat_text("min", reps, 1, interleaved=True)
     same_fwd = full["fwd_rel_diff"] < REL_TOL
     grads = full["train_rel_diffs"]
     same_train = max(grads) < REL_TOL
@@ -131,7 +136,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
     ours_note = (
         "Ours: embedding_bag gather of the 4 corners per point, analytic chunked backward that "
         "keeps only its inputs (value, locations, weights); transformers: grid_sample per level "
-        "(keeps the stacked samples). Times: min of the runs."
+        "(keeps the stacked samples). Times: min of the runs, the two cores alternating."
     )
     return [
         make_row(
@@ -144,7 +149,10 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
             ours=f"{fmt_s(full['train_ours_s'])}, keeps {full['saved_ours_mb']:.0f} MB",
             ratio=full["train_ref_s"] / full["train_ours_s"],
             target=">= 1.0x (not slower)",
-            met=bool(full["train_ref_s"] / full["train_ours_s"] >= 0.95 and same_train),
+            meets_target=full["train_ref_s"] / full["train_ours_s"] >= TARGET,
+            check_passed=same_train,
+            in_run=True,
+            statistic=stat,
             inputs=inputs,
             check=(
                 "max |diff| / max |reference|: output {:.1e}, grad value {:.1e}, grad locations "
@@ -167,7 +175,10 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
             ours=fmt_s(full["fwd_ours_s"]),
             ratio=full["fwd_ref_s"] / full["fwd_ours_s"],
             target=">= 1.0x (not slower)",
-            met=bool(full["fwd_ref_s"] / full["fwd_ours_s"] >= 0.95 and same_fwd),
+            meets_target=full["fwd_ref_s"] / full["fwd_ours_s"] >= TARGET,
+            check_passed=same_fwd,
+            in_run=True,
+            statistic=stat,
             inputs=inputs,
             check=(
                 f"output max |diff| / max |reference| {full['fwd_rel_diff']:.1e} "
