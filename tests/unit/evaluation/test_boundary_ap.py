@@ -16,6 +16,7 @@ from cropformer.evaluation.boundary_ap import (
     mask_to_boundary,
     rle_to_boundary_rle,
 )
+from cropformer.evaluation.cocoeval import run_cocoeval
 from cropformer.evaluation.entity_ap import evaluate_entity_results
 from cropformer.evaluation.rle import decode_rle, encode_mask
 
@@ -113,8 +114,14 @@ def test_boundary_ap_equals_faster_coco_eval_builtin():
     ev.evaluate()
     ev.accumulate()
     ev.summarize()
-    assert ours["boundary_AP"] == pytest.approx(ev.stats[0] * 100, abs=1e-9)
-    assert ours["boundary_AP50"] == pytest.approx(ev.stats[1] * 100, abs=1e-9)
+    # every summary number, also those of pairs whose boundaries are skipped (mask IoU < 0.5)
+    for key, i in (("AP", 0), ("AP50", 1), ("AP75", 2)):
+        assert ours[f"boundary_{key}"] == pytest.approx(ev.stats[i] * 100, abs=1e-9), key
+    ids = [im["id"] for im in g["images"]]
+    summary = run_cocoeval(g, json.loads(json.dumps(results)), ids, iou_type="boundary")
+    for key, i in (("APs", 3), ("APm", 4), ("APl", 5), ("AR1", 6), ("AR10", 7), ("AR100", 8)):
+        if ev.stats[i] >= 0:
+            assert summary[key] == pytest.approx(ev.stats[i] * 100, abs=1e-9), key
 
 
 @pytest.mark.parametrize("source", ["shared", "labelme"])
