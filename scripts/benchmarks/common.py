@@ -348,6 +348,8 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
             text += f" (Measured by `{r['produced_by']}`.)"
         if r.get("versions"):
             text += f" Versions: {r['versions']}."
+        if r.get("load_avg_at_start") is not None:
+            text += f" Machine load average when the row started: {r['load_avg_at_start']}."
         for key, prefix in (("note", ""), ("diagnosis", "**Why the target is missed:** ")):
             body = r.get(key)
             if not body:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for name in modules:
         t = time.perf_counter()
-        print(f"[bench] {name} ...", flush=True)
+        load = os.getloadavg()[0]  # a busy machine slows every timing: record it with the row
+        print(f"[bench] {name} ... (load average {load:.2f})", flush=True)
         try:
             new = importlib.import_module(name).run(quick=args.quick, device=args.device)
         except Exception as exc:  # noqa: BLE001 - keep the other rows
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             diagnosis.annotate(r)
             r["versions"] = common.VERSIONS
             r["machine"] = common.MACHINE
+            r["load_avg_at_start"] = round(load, 2)
             r["device"] = args.device
             print(
                 f"  {r['row']:>2} {r['what'][:70]:70s} ratio={r['ratio']} met={r['met']}",
