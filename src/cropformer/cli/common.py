@@ -289,3 +289,10 @@ def _record_failure(cfg: DictConfig, err: BaseException) -> None:
         log.error(f"sweep job failed ({type(err).__name__}: {err}); see {out / 'FAILED.txt'}")
     except Exception:  # the failure report must never hide the original error
         print(f"sweep job failed: {err}", file=sys.stderr)
+
+
+def optional_bool(key: str, value: Any) -> bool | None:
+    """A null / true / false setting (one readable error line otherwise)."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise UserError(f"{key}={value!r}: use true, false or null")

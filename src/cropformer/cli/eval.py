@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from cropformer.api import describe_settings, load_module, views_from_data_config
 from cropformer.cli.common import (
     check_data_paths,
+    optional_bool,
     readable,
     require,
     resolve_ckpt,
@@ -21,8 +22,10 @@ from cropformer.cli.common import (
     write_json,
 )
 from cropformer.cli.validate import check_values
+from cropformer.inference.predictor import precision_parts
 from cropformer.utils.checkpoint import checkpoint_step
 from cropformer.utils.errors import UserError
+from cropformer.utils.hardware import cpu_precision_warning
 from cropformer.utils.instantiators import instantiate_loggers
 from cropformer.utils.pylogger import RankedLogger
 
@@ -46,6 +49,22 @@ def _apply_test_views(cfg: DictConfig) -> None:
             OmegaConf.update(cfg, target, test[key], merge=False)
 
 
+#: ``precision=...`` (predict.py's names) -> the Lightning precision it sets
+PRECISION_TO_TRAINER = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def _apply_precision(cfg: DictConfig) -> None:
+    """``precision=bf16`` (as in predict.py) sets ``trainer.precision``; null keeps it."""
+    value = cfg.get("precision")
+    if value is None:
+        return
+    if str(value) not in PRECISION_TO_TRAINER:
+        raise UserError(
+            f"precision={value!r}: use fp32, bf16 or fp16 (or null to keep trainer.precision)"
+        )
+    OmegaConf.update(cfg, "trainer.precision", PRECISION_TO_TRAINER[str(value)], merge=False)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
@@ -53,6 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = str(cfg.get("split", "val"))
     if split not in ("val", "test"):
         raise UserError(f"split={split} is not supported; use split=val or split=test")
+    _apply_precision(cfg)
     check_values(cfg)
     run_dir = start_run(cfg, show_config=False)
     checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))
@@ -70,6 +90,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         official_config=cfg.get("official_config"),
     )
     _apply_test_views(cfg)
+    pixel_decoder_fp32 = optional_bool("pixel_decoder_fp32", cfg.get("pixel_decoder_fp32"))
+    if pixel_decoder_fp32 is not None and hasattr(module.net, "pixel_decoder"):
+        module.net.pixel_decoder.force_fp32 = pixel_decoder_fp32
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
@@ -83,9 +106,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
     check_data_paths(datamodule, (split,))
     views = views_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
-    log.info(
-        f"eval {split}: {describe_settings(info, views, module.fusion, str(trainer.precision))}"
-    )
+    precision = str(trainer.precision)
+    log.info(f"eval {split}: {describe_settings(info, views, module.fusion, precision)}")
+    log.info(f"precision {precision}: {precision_parts(module.net, precision)}")
+    if trainer.strategy.root_device.type == "cpu" and (warning := cpu_precision_warning(precision)):
+        log.warning(warning)
     run = trainer.validate if split == "val" else trainer.test
     run(model=module, datamodule=datamodule, verbose=False)
     metrics = {

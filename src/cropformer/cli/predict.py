@@ -15,7 +15,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli.common import require, resolve_ckpt, start_run, user_errors_exit, write_json
+from cropformer.cli.common import (
+    optional_bool,
+    require,
+    resolve_ckpt,
+    start_run,
+    user_errors_exit,
+    write_json,
+)
 from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
 
@@ -73,10 +80,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         model=cfg.get("model"),  # type: ignore[arg-type]
         official_config=cfg.get("official_config"),
         view_chunk=view_chunk,
+        pixel_decoder_fp32=optional_bool("pixel_decoder_fp32", cfg.get("pixel_decoder_fp32")),
         **plain("test"),
     )
     share = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     log.info(f"predict {len(files)} images{share} -> {out_dir}: {segmenter.describe()}")
+    log.info(f"precision {segmenter.predictor.precision}: {segmenter.predictor.precision_parts()}")
     summary = segmenter.predict_files(
         files,
         out_dir,

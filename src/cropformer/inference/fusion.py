@@ -163,32 +163,39 @@ class MultiViewFusion:
             )
 
         predictions: list[EntityPrediction] = []
-        for b in range(B):
-            if use_batch_level:
-                assert batch_level is not None
-                logits = batch_level["pred_logits"][b]
-                masks = batch_level["pred_masks"][b]  # (Q, T, h, w)
-                if self.decoder == "B-OC":
-                    view_ids = list(range(T))
-                elif self.decoder == "B-O":
-                    view_ids = [0]
+        # fp32 even when called under autocast (Lightning's bf16 validation): the fusion's
+        # resizing and sums decide which entity wins each pixel
+        with torch.autocast(device_type=image_level["pred_logits"].device.type, enabled=False):
+            for b in range(B):
+                if use_batch_level:
+                    assert batch_level is not None
+                    logits = batch_level["pred_logits"][b]
+                    masks = batch_level["pred_masks"][b]  # (Q, T, h, w)
+                    if self.decoder == "B-OC":
+                        view_ids = list(range(T))
+                    elif self.decoder == "B-O":
+                        view_ids = [0]
+                    else:
+                        view_ids = list(range(1, T))
+                    views = [
+                        (masks[:, t], view_sizes[b * T + t], boxes_list[b][t]) for t in view_ids
+                    ]
+                    top_k = None
                 else:
-                    view_ids = list(range(1, T))
-                views = [(masks[:, t], view_sizes[b * T + t], boxes_list[b][t]) for t in view_ids]
-                top_k = None
-            else:
-                logits = image_level["pred_logits"][b * T]
-                views = [(image_level["pred_masks"][b * T], view_sizes[b * T], boxes_list[b][0])]
-                top_k = self.top_k_single_view
-            predictions.append(
-                self.fuse_image(
-                    logits,
-                    views,
-                    padded_hw=padded_hw,
-                    orig_size=(int(orig_sizes[b][0]), int(orig_sizes[b][1])),
-                    top_k=top_k,
+                    logits = image_level["pred_logits"][b * T]
+                    views = [
+                        (image_level["pred_masks"][b * T], view_sizes[b * T], boxes_list[b][0])
+                    ]
+                    top_k = self.top_k_single_view
+                predictions.append(
+                    self.fuse_image(
+                        logits,
+                        views,
+                        padded_hw=padded_hw,
+                        orig_size=(int(orig_sizes[b][0]), int(orig_sizes[b][1])),
+                        top_k=top_k,
+                    )
                 )
-            )
         return predictions
 
     # ------------------------------------------------------------------ one image

@@ -9,6 +9,7 @@ memory for very large images (e.g. 15000 px panoramas).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,9 @@ import torch
 from torch import nn
 
 from cropformer.schema import Batch, EntityPrediction, Outputs
+from cropformer.utils.hardware import cpu_precision_warning
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {
     "32": None,
@@ -113,8 +117,10 @@ class EntityPredictor:
         crop_mode: ``fixed`` (4 corners), ``fixed8`` or ``none``.
         crop_max_size: long-side cap of crop views (official MAX_SIZE_TRAIN; None = ``max_size``).
         device: where the network runs (``"cpu"``, ``"cuda"``, ``"auto"``).
-        precision: ``"32"``, ``"bf16"`` or ``"16"`` (autocast for the network only; the fusion
-            always works in float32).
+        precision: ``"32"``, ``"bf16"`` or ``"16"``: autocast for the network only (what runs in
+            which precision: ``precision_parts``); the fusion always works in float32. On a CPU
+            without bf16/fp16 units (no AVX512_BF16/AMX) a reduced precision is emulated and
+            slower than fp32: one warning line says so (``precision_warning``).
         view_builder: builds the views of one image (default
             ``cropformer.data.views.build_eval_views``); injectable for tests. The settings
             above are kept in ``view_settings`` (an ``EvalViews``).
@@ -122,6 +128,9 @@ class EntityPredictor:
             (``CropFormer`` networks only; the views are independent there, the result is the same
             up to float rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the
             5-view forward), all at once on GPU; an int or None (all) forces it.
+        pixel_decoder_fp32: under bf16/fp16, keep the pixel decoder in fp32 (True, the
+            official autocast behaviour) or let it follow the precision (False; its deformable
+            sampling core still computes in fp32); None keeps the network's ``force_fp32``.
 
     A ``CropFormer`` network is also called with ``aux=False``: the intermediate predictions of
     the decoder are not kept (the losses need them, inference does not).
@@ -143,6 +152,7 @@ class EntityPredictor:
         precision: str = "32",
         view_builder: Callable[..., dict[str, Any]] | None = None,
         view_chunk: int | str | None = "auto",
+        pixel_decoder_fp32: bool | None = None,
     ) -> None:
         if short_side < 1 or max_size < short_side:
             raise ValueError(
@@ -158,6 +168,9 @@ class EntityPredictor:
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.net = net.to(device).eval()
+        pixel_decoder = getattr(net, "pixel_decoder", None)
+        if pixel_decoder_fp32 is not None and hasattr(pixel_decoder, "force_fp32"):
+            pixel_decoder.force_fp32 = bool(pixel_decoder_fp32)  # type: ignore[union-attr]
         self.fusion = fusion
         self.short_side = int(short_side)
         self.max_size = int(max_size)
@@ -168,6 +181,12 @@ class EntityPredictor:
         self.crop_max_size = crop_max_size
         self.device = torch.device(device)
         self.precision = str(precision)
+        #: the warning line when the reduced precision is emulated on this CPU (else None)
+        self.precision_warning = (
+            cpu_precision_warning(self.precision) if self.device.type == "cpu" else None
+        )
+        if self.precision_warning:
+            log.warning(self.precision_warning)
         self.view_settings = EvalViews(
             short_side=self.short_side,
             max_size=self.max_size,
@@ -187,6 +206,10 @@ class EntityPredictor:
 
         if isinstance(net, CropFormer):
             self.net_kwargs = {"aux": False, "view_chunk": view_chunk}
+
+    def precision_parts(self) -> str:
+        """Which parts of the network run in the reduced precision and which stay fp32."""
+        return precision_parts(self.net, self.precision)
 
     def views(self, image: np.ndarray) -> dict[str, Any]:
         """The evaluation views of one (H, W, 3) uint8 image (views, boxes, orig_size, ...)."""
@@ -245,3 +268,31 @@ class EntityPredictor:
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+
+def precision_parts(net: nn.Module, precision: str) -> str:
+    """One line: the parts of ``net`` that autocast runs in ``precision`` and those kept fp32.
+
+    The fusion (and, in training, the losses and the matcher) always compute in fp32; inside the
+    network the HorNet global filter's FFT and the deformable-attention sampling core stay fp32,
+    and the pixel decoder as a whole stays fp32 when its ``force_fp32`` is set (official).
+    """
+    dtype = PRECISIONS.get(str(precision))
+    if dtype is None:  # no autocast: fp32, or Lightning's "-true" precisions that cast the weights
+        return "fp32: all" if "32" in str(precision) else f"{precision}: all (no autocast)"
+    name = "bf16" if dtype == torch.bfloat16 else "fp16"
+    reduced, fp32 = ["backbone"], []
+    if any(type(m).__name__ == "GlobalLocalFilter" for m in net.modules()):
+        fp32.append("HorNet FFT filter")
+    pixel_decoder = getattr(net, "pixel_decoder", None)
+    if pixel_decoder is not None:
+        if getattr(pixel_decoder, "force_fp32", False):
+            fp32.append("pixel decoder (force_fp32)")
+        else:
+            reduced.append("pixel decoder")
+            fp32.append("deformable sampling core")
+    reduced.append("decoder")
+    if getattr(net, "association", None) is not None:
+        reduced.append("association")
+    fp32.append("fusion")
+    return f"{name}: {', '.join(reduced)}; fp32: {', '.join(fp32)}"

@@ -1,0 +1,101 @@
+"""Reduced precision at inference: what runs in bf16, what stays fp32, the settings' plumbing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cropformer.inference.fusion import MultiViewFusion
+from cropformer.inference.predictor import EntityPredictor, precision_parts
+from cropformer.utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_cropformer():
+    from hydra.utils import instantiate
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / "cropformer_tiny.yaml"
+    torch.manual_seed(0)
+    return instantiate(OmegaConf.load(conf).net)
+
+
+def _outputs(seed: int = 0, T: int = 3, Q: int = 6, h: int = 12, w: int = 16):
+    g = torch.Generator().manual_seed(seed)
+    masks = (4 * torch.randn(1, Q, T, h, w, generator=g)).bfloat16()
+    logits = torch.randn(1, Q, 2, generator=g).bfloat16()
+    outputs = {
+        "image_level": {
+            "pred_logits": logits.expand(T, Q, 2).clone(),
+            "pred_masks": masks[0].transpose(0, 1).contiguous(),
+        },
+        "batch_level": {"pred_logits": logits, "pred_masks": masks},
+    }
+    boxes = [[0.0, 0.0, 64.0, 48.0], [0.0, 0.0, 40.0, 30.0], [24.0, 18.0, 64.0, 48.0]]
+    batch = {
+        "images": torch.zeros(T, 3, 4 * h, 4 * w, dtype=torch.uint8),
+        "view_sizes": torch.tensor([[48, 64], [48, 64], [48, 64]]),
+        "boxes": torch.tensor([boxes]),
+        "orig_sizes": torch.tensor([[48, 64]]),
+    }
+    return outputs, batch
+
+
+def test_fusion_is_fp32_under_bf16_autocast():
+    """Lightning's bf16 validation calls the fusion inside autocast: the result must not move."""
+    outputs, batch = _outputs()
+    fusion = MultiViewFusion()
+    plain = fusion(outputs, batch)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = fusion(outputs, batch)[0]
+    assert torch.equal(plain["id_map"], under["id_map"])
+    assert under["scores"].dtype == torch.float32
+    torch.testing.assert_close(plain["scores"], under["scores"], rtol=0, atol=0)
+
+
+def test_pixel_decoder_setting_reaches_the_network_and_the_parts_line(tiny_cropformer):
+    net = tiny_cropformer
+    assert net.pixel_decoder.force_fp32 is True  # official default
+    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", short_side=32, max_size=64)
+    assert p.precision_parts() == (
+        "bf16: backbone, decoder, association; fp32: pixel decoder (force_fp32), fusion"
+    )
+    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", pixel_decoder_fp32=False)
+    assert net.pixel_decoder.force_fp32 is False
+    assert "bf16: backbone, pixel decoder, decoder" in p.precision_parts()
+    assert "fp32: deformable sampling core, fusion" in p.precision_parts()
+    EntityPredictor(net, MultiViewFusion(), pixel_decoder_fp32=True)
+    assert net.pixel_decoder.force_fp32 is True
+    assert precision_parts(net, "32-true") == "fp32: all"
+    assert precision_parts(net, "bf16-true") == "bf16-true: all (no autocast)"
+
+
+def test_bf16_prediction_keeps_the_original_size_and_fp32_outputs(tiny_cropformer):
+    img = np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8)
+    p = EntityPredictor(
+        tiny_cropformer, MultiViewFusion(), precision="bf16", short_side=32, max_size=64
+    )
+    pred = p.predict(img)
+    assert pred["id_map"].shape == (40, 70) and pred["id_map"].dtype == torch.int32
+    assert pred["scores"].dtype == torch.float32 and torch.isfinite(pred["scores"]).all()
+
+
+def test_eval_precision_key_sets_the_trainer_and_bad_values_are_one_line():
+    from cropformer.cli.common import optional_bool
+    from cropformer.cli.eval import PRECISION_TO_TRAINER, _apply_precision
+
+    for name, trainer in PRECISION_TO_TRAINER.items():
+        cfg = OmegaConf.create({"precision": name, "trainer": {"precision": "32-true"}})
+        _apply_precision(cfg)
+        assert cfg.trainer.precision == trainer
+    cfg = OmegaConf.create({"precision": None, "trainer": {"precision": "32-true"}})
+    _apply_precision(cfg)
+    assert cfg.trainer.precision == "32-true"
+    with pytest.raises(UserError, match=r"precision='bf61': use fp32, bf16 or fp16"):
+        _apply_precision(OmegaConf.create({"precision": "bf61", "trainer": {}}))
+    assert optional_bool("k", None) is None and optional_bool("k", False) is False
+    with pytest.raises(UserError, match=r"pixel_decoder_fp32='yes': use true, false or null"):
+        optional_bool("pixel_decoder_fp32", "yes")
