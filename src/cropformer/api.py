@@ -510,7 +510,7 @@ def load_segmenter(
     model: str | None = None,
     official_config: str | Path | None = None,
     view_chunk: int | str | None = "auto",
-    pixel_decoder_fp32: bool | None = None,
+    pixel_decoder: str | None = "auto",
 ) -> Segmenter:
     """Load a checkpoint for inference.
 
@@ -523,8 +523,8 @@ def load_segmenter(
         fusion: fusion overrides, e.g. ``{"decoder": "B-O"}`` (None values keep the stored ones).
         model, official_config: the architecture of an official file (default: from its keys).
         view_chunk: views per backbone pass (``auto``: 1 on CPU, all on GPU).
-        pixel_decoder_fp32: under bf16/fp16: True keeps the pixel decoder fp32 (official
-            autocast behaviour), False lets it follow the precision; None = the checkpoint's.
+        pixel_decoder: under bf16/fp16: ``auto`` (= ``encoder``: its deformable encoder in
+            bf16, FPN and mask features fp32), ``fp32`` (official autocast behaviour) or ``all``.
 
     Returns:
         A ``Segmenter``; ``Segmenter(image)`` gives ``Entities``.
@@ -552,7 +552,7 @@ def load_segmenter(
             device=device,
             precision=PRECISION_NAMES[str(precision)],
             view_chunk=view_chunk,
-            pixel_decoder_fp32=pixel_decoder_fp32,
+            pixel_decoder=pixel_decoder,
             **settings,
         )
     except ValueError as err:

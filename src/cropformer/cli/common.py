@@ -291,8 +291,14 @@ def _record_failure(cfg: DictConfig, err: BaseException) -> None:
         print(f"sweep job failed: {err}", file=sys.stderr)
 
 
-def optional_bool(key: str, value: Any) -> bool | None:
-    """A null / true / false setting (one readable error line otherwise)."""
-    if value is None or isinstance(value, bool):
-        return value
-    raise UserError(f"{key}={value!r}: use true, false or null")
+def pixel_decoder_setting(value: Any) -> str | None:
+    """``pixel_decoder=auto|fp32|encoder|all|null`` of predict.py / eval.py, checked."""
+    from cropformer.inference.predictor import PIXEL_DECODER
+
+    if value is None or str(value) in PIXEL_DECODER:
+        return None if value is None else str(value)
+    raise UserError(
+        f"pixel_decoder={value!r}: use auto (= encoder under bf16/fp16), fp32 (all of the pixel "
+        "decoder in fp32, official), encoder (its deformable encoder in bf16, FPN and mask "
+        "features fp32) or all"
+    )

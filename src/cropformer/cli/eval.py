@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from cropformer.api import describe_settings, load_module, views_from_data_config
 from cropformer.cli.common import (
     check_data_paths,
-    optional_bool,
+    pixel_decoder_setting,
     readable,
     require,
     resolve_ckpt,
@@ -22,7 +22,11 @@ from cropformer.cli.common import (
     write_json,
 )
 from cropformer.cli.validate import check_values
-from cropformer.inference.predictor import precision_parts
+from cropformer.inference.predictor import (
+    PRECISIONS,
+    precision_parts,
+    set_pixel_decoder_precision,
+)
 from cropformer.utils.checkpoint import checkpoint_step
 from cropformer.utils.errors import UserError
 from cropformer.utils.hardware import cpu_precision_warning
@@ -73,6 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if split not in ("val", "test"):
         raise UserError(f"split={split} is not supported; use split=val or split=test")
     _apply_precision(cfg)
+    pixel_decoder = pixel_decoder_setting(cfg.get("pixel_decoder", "auto"))
     check_values(cfg)
     run_dir = start_run(cfg, show_config=False)
     checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))
@@ -90,9 +95,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         official_config=cfg.get("official_config"),
     )
     _apply_test_views(cfg)
-    pixel_decoder_fp32 = optional_bool("pixel_decoder_fp32", cfg.get("pixel_decoder_fp32"))
-    if pixel_decoder_fp32 is not None and hasattr(module.net, "pixel_decoder"):
-        module.net.pixel_decoder.force_fp32 = pixel_decoder_fp32
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
@@ -107,6 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_data_paths(datamodule, (split,))
     views = views_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
     precision = str(trainer.precision)
+    set_pixel_decoder_precision(module.net, pixel_decoder, PRECISIONS.get(precision) is not None)
     log.info(f"eval {split}: {describe_settings(info, views, module.fusion, precision)}")
     log.info(f"precision {precision}: {precision_parts(module.net, precision)}")
     if trainer.strategy.root_device.type == "cpu" and (warning := cpu_precision_warning(precision)):

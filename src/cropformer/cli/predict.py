@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cropformer.cli.common import (
-    optional_bool,
+    pixel_decoder_setting,
     require,
     resolve_ckpt,
     start_run,
@@ -80,7 +80,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         model=cfg.get("model"),  # type: ignore[arg-type]
         official_config=cfg.get("official_config"),
         view_chunk=view_chunk,
-        pixel_decoder_fp32=optional_bool("pixel_decoder_fp32", cfg.get("pixel_decoder_fp32")),
+        pixel_decoder=pixel_decoder_setting(cfg.get("pixel_decoder", "auto")),
         **plain("test"),
     )
     share = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""

@@ -128,9 +128,12 @@ class EntityPredictor:
             (``CropFormer`` networks only; the views are independent there, the result is the same
             up to float rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the
             5-view forward), all at once on GPU; an int or None (all) forces it.
-        pixel_decoder_fp32: under bf16/fp16, keep the pixel decoder in fp32 (True, the
-            official autocast behaviour) or let it follow the precision (False; its deformable
-            sampling core still computes in fp32); None keeps the network's ``force_fp32``.
+        pixel_decoder: the pixel decoder's share of a reduced precision (``PIXEL_DECODER``):
+            ``"fp32"`` all of it in fp32 (official autocast behaviour, ``force_fp32``),
+            ``"encoder"`` its deformable encoder in bf16/fp16 but the FPN step to stride 4 and
+            the mask-feature projection in fp32 (measured as safe as ``fp32``), ``"all"`` all of
+            it in bf16/fp16; ``"auto"``: ``"encoder"`` under bf16/fp16, the network's own
+            setting under fp32; None keeps the network's setting. Sets the network's flags.
 
     A ``CropFormer`` network is also called with ``aux=False``: the intermediate predictions of
     the decoder are not kept (the losses need them, inference does not).
@@ -152,7 +155,7 @@ class EntityPredictor:
         precision: str = "32",
         view_builder: Callable[..., dict[str, Any]] | None = None,
         view_chunk: int | str | None = "auto",
-        pixel_decoder_fp32: bool | None = None,
+        pixel_decoder: str | None = "auto",
     ) -> None:
         if short_side < 1 or max_size < short_side:
             raise ValueError(
@@ -167,10 +170,12 @@ class EntityPredictor:
             raise ValueError(f"precision={precision!r} is not one of {sorted(PRECISIONS)}")
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if pixel_decoder is not None and pixel_decoder not in PIXEL_DECODER:
+            raise ValueError(
+                f"pixel_decoder={pixel_decoder!r} is not one of {PIXEL_DECODER} (or None)"
+            )
         self.net = net.to(device).eval()
-        pixel_decoder = getattr(net, "pixel_decoder", None)
-        if pixel_decoder_fp32 is not None and hasattr(pixel_decoder, "force_fp32"):
-            pixel_decoder.force_fp32 = bool(pixel_decoder_fp32)  # type: ignore[union-attr]
+        set_pixel_decoder_precision(net, pixel_decoder, PRECISIONS[str(precision)] is not None)
         self.fusion = fusion
         self.short_side = int(short_side)
         self.max_size = int(max_size)
@@ -270,12 +275,34 @@ class EntityPredictor:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
+#: ``pixel_decoder`` settings of ``EntityPredictor`` / predict.py / eval.py
+PIXEL_DECODER = ("auto", "fp32", "encoder", "all")
+
+
+def set_pixel_decoder_precision(net: nn.Module, mode: str | None, reduced: bool) -> None:
+    """Set the pixel decoder's ``force_fp32`` / ``fpn_fp32`` for ``mode`` (``PIXEL_DECODER``).
+
+    ``auto`` means ``encoder`` when ``reduced`` (bf16/fp16 autocast) and no change otherwise;
+    None changes nothing. Networks without such a pixel decoder are left alone.
+    """
+    pixel_decoder = getattr(net, "pixel_decoder", None)
+    if mode is None or not hasattr(pixel_decoder, "force_fp32"):
+        return
+    if mode == "auto":
+        if not reduced:
+            return
+        mode = "encoder"
+    pixel_decoder.force_fp32 = mode == "fp32"  # type: ignore[union-attr]
+    pixel_decoder.fpn_fp32 = mode == "encoder"  # type: ignore[union-attr]
+
+
 def precision_parts(net: nn.Module, precision: str) -> str:
     """One line: the parts of ``net`` that autocast runs in ``precision`` and those kept fp32.
 
     The fusion (and, in training, the losses and the matcher) always compute in fp32; inside the
     network the HorNet global filter's FFT and the deformable-attention sampling core stay fp32,
-    and the pixel decoder as a whole stays fp32 when its ``force_fp32`` is set (official).
+    and the pixel decoder as a whole stays fp32 when its ``force_fp32`` is set (official) or
+    only its FPN step and mask-feature projection when ``fpn_fp32`` is.
     """
     dtype = PRECISIONS.get(str(precision))
     if dtype is None:  # no autocast: fp32, or Lightning's "-true" precisions that cast the weights
@@ -288,6 +315,9 @@ def precision_parts(net: nn.Module, precision: str) -> str:
     if pixel_decoder is not None:
         if getattr(pixel_decoder, "force_fp32", False):
             fp32.append("pixel decoder (force_fp32)")
+        elif getattr(pixel_decoder, "fpn_fp32", False):
+            reduced.append("pixel-decoder encoder")
+            fp32.append("deformable sampling core, FPN + mask features")
         else:
             reduced.append("pixel decoder")
             fp32.append("deformable sampling core")

@@ -3,12 +3,15 @@ FPN step to stride 4 and the 1x1 ``mask_features`` projection.
 
 By default the whole forward runs in fp32 even under autocast (official: deformable attention has
 no half-precision path there; it also keeps the mask features precise); ``force_fp32=False`` lets
-autocast run it in bf16/fp16 like the rest of the network. ``grad_checkpointing=True`` recomputes
+autocast run it in bf16/fp16 like the rest of the network, and ``fpn_fp32=True`` with it keeps the
+FPN step to stride 4 and the ``mask_features`` projection in fp32 (the per-pixel mask
+embeddings: bf16 there moves fused entity boundaries). ``grad_checkpointing=True`` recomputes
 each encoder layer in the backward pass instead of keeping its activations (training memory).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import cast
@@ -102,6 +105,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_groups: GroupNorm groups (32).
         force_fp32: run in fp32 under autocast (official). False: autocast applies here too
             (bf16 training/inference ~2x faster on hardware with fast bf16; less precise).
+        fpn_fp32: with ``force_fp32=False``: the FPN step to stride 4 and the ``mask_features``
+            projection still run in fp32 (only the deformable encoder follows autocast). With
+            the trained embedded CropFormer on real photos, bf16 inference agreed with fp32 on
+            99.5 % of the pixels this way (as with the whole pixel decoder in fp32) and on
+            98.3-99.3 % with all of it in bf16.
         grad_checkpointing: recompute the encoder layers in backward (same values and
             gradients, less activation memory, one more encoder forward per step).
         msda_impl: deformable-attention core, ``"gather"`` (default: same values as the official
@@ -126,11 +134,13 @@ class MSDeformAttnPixelDecoder(nn.Module):
         num_output_levels: int = 3,
         num_groups: int = 32,
         force_fp32: bool = True,  # parity: the official pixel decoder disables autocast
+        fpn_fp32: bool = False,
         grad_checkpointing: bool = False,
         msda_impl: str = "gather",
     ):
         super().__init__()
         self.force_fp32 = force_fp32
+        self.fpn_fp32 = fpn_fp32
         self.grad_checkpointing = grad_checkpointing
         in_channels = list(in_channels)
         in_strides = list(in_strides)
@@ -255,11 +265,22 @@ class MSDeformAttnPixelDecoder(nn.Module):
             y.transpose(1, 2).reshape(n, self.conv_dim, h, w)
             for y, (h, w) in zip(src.split([h * w for h, w in shapes], dim=1), shapes)
         ]
-        # extra FPN levels, from low to high resolution
-        for idx in range(self.num_fpn_levels - 1, -1, -1):
-            lateral = self.lateral_convs[idx](features[idx])
-            y = lateral + F.interpolate(
-                out[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False
-            )
-            out.append(self.output_convs[idx](y))
-        return self.mask_features(out[-1]), out[: self.num_output_levels]
+        device_type = src.device.type
+        fpn_fp32 = self.fpn_fp32 and torch.is_autocast_enabled(device_type)
+        fpn_context = (
+            torch.autocast(device_type=device_type, enabled=False)
+            if fpn_fp32
+            else contextlib.nullcontext()
+        )
+        with fpn_context:
+            # extra FPN levels, from low to high resolution
+            for idx in range(self.num_fpn_levels - 1, -1, -1):
+                x = features[idx].float() if fpn_fp32 else features[idx]
+                lateral = self.lateral_convs[idx](x)
+                top = out[-1].float() if fpn_fp32 else out[-1]
+                y = lateral + F.interpolate(
+                    top, size=lateral.shape[-2:], mode="bilinear", align_corners=False
+                )
+                out.append(self.output_convs[idx](y))
+            last = out[-1].float() if fpn_fp32 else out[-1]
+            return self.mask_features(last), out[: self.num_output_levels]

@@ -58,19 +58,55 @@ def test_fusion_is_fp32_under_bf16_autocast():
 
 def test_pixel_decoder_setting_reaches_the_network_and_the_parts_line(tiny_cropformer):
     net = tiny_cropformer
-    assert net.pixel_decoder.force_fp32 is True  # official default
-    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", short_side=32, max_size=64)
+    pd = net.pixel_decoder
+    assert pd.force_fp32 is True and pd.fpn_fp32 is False  # official defaults
+    p = EntityPredictor(net, MultiViewFusion(), precision="32")  # auto under fp32: unchanged
+    assert (pd.force_fp32, pd.fpn_fp32) == (True, False) and p.precision_parts() == "fp32: all"
+    p = EntityPredictor(net, MultiViewFusion(), precision="bf16")  # auto = encoder
+    assert (pd.force_fp32, pd.fpn_fp32) == (False, True)
+    assert p.precision_parts() == (
+        "bf16: backbone, pixel-decoder encoder, decoder, association; "
+        "fp32: deformable sampling core, FPN + mask features, fusion"
+    )
+    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", pixel_decoder="fp32")
     assert p.precision_parts() == (
         "bf16: backbone, decoder, association; fp32: pixel decoder (force_fp32), fusion"
     )
-    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", pixel_decoder_fp32=False)
-    assert net.pixel_decoder.force_fp32 is False
+    p = EntityPredictor(net, MultiViewFusion(), precision="bf16", pixel_decoder="all")
+    assert (pd.force_fp32, pd.fpn_fp32) == (False, False)
     assert "bf16: backbone, pixel decoder, decoder" in p.precision_parts()
-    assert "fp32: deformable sampling core, fusion" in p.precision_parts()
-    EntityPredictor(net, MultiViewFusion(), pixel_decoder_fp32=True)
-    assert net.pixel_decoder.force_fp32 is True
+    EntityPredictor(net, MultiViewFusion(), precision="bf16", pixel_decoder=None)  # unchanged
+    assert (pd.force_fp32, pd.fpn_fp32) == (False, False)
+    with pytest.raises(ValueError, match="pixel_decoder='half'"):
+        EntityPredictor(net, MultiViewFusion(), pixel_decoder="half")
+    pd.force_fp32, pd.fpn_fp32 = True, False
     assert precision_parts(net, "32-true") == "fp32: all"
     assert precision_parts(net, "bf16-true") == "bf16-true: all (no autocast)"
+
+
+def test_fpn_fp32_keeps_the_mask_features_fp32_and_the_encoder_in_bf16(tiny_cropformer):
+    pd = tiny_cropformer.pixel_decoder
+    g = torch.Generator().manual_seed(0)
+    channels = [m[0].in_channels for m in pd.lateral_convs] + [
+        m[0].in_channels for m in reversed(pd.input_proj)
+    ]
+    feats = [torch.randn(1, c, 32 // 2**i, 48 // 2**i, generator=g) for i, c in enumerate(channels)]
+    try:
+        pd.force_fp32 = False
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            pd.fpn_fp32 = True
+            mask, levels = pd(feats)
+            pd.fpn_fp32 = False
+            mask_all, _ = pd(feats)
+        assert mask.dtype == torch.float32 and mask_all.dtype == torch.bfloat16
+        assert levels[0].dtype == torch.bfloat16  # the encoder followed autocast
+        with torch.no_grad():
+            pd.fpn_fp32 = True
+            plain, _ = pd(feats)  # no autocast: fpn_fp32 changes nothing
+        assert plain.dtype == torch.float32
+        torch.testing.assert_close(mask, plain, rtol=0.1, atol=0.1)
+    finally:
+        pd.force_fp32, pd.fpn_fp32 = True, False
 
 
 def test_bf16_prediction_keeps_the_original_size_and_fp32_outputs(tiny_cropformer):
@@ -84,7 +120,7 @@ def test_bf16_prediction_keeps_the_original_size_and_fp32_outputs(tiny_cropforme
 
 
 def test_eval_precision_key_sets_the_trainer_and_bad_values_are_one_line():
-    from cropformer.cli.common import optional_bool
+    from cropformer.cli.common import pixel_decoder_setting
     from cropformer.cli.eval import PRECISION_TO_TRAINER, _apply_precision
 
     for name, trainer in PRECISION_TO_TRAINER.items():
@@ -96,6 +132,6 @@ def test_eval_precision_key_sets_the_trainer_and_bad_values_are_one_line():
     assert cfg.trainer.precision == "32-true"
     with pytest.raises(UserError, match=r"precision='bf61': use fp32, bf16 or fp16"):
         _apply_precision(OmegaConf.create({"precision": "bf61", "trainer": {}}))
-    assert optional_bool("k", None) is None and optional_bool("k", False) is False
-    with pytest.raises(UserError, match=r"pixel_decoder_fp32='yes': use true, false or null"):
-        optional_bool("pixel_decoder_fp32", "yes")
+    assert pixel_decoder_setting(None) is None and pixel_decoder_setting("encoder") == "encoder"
+    with pytest.raises(UserError, match=r"pixel_decoder='half': use auto \(= encoder"):
+        pixel_decoder_setting("half")
