@@ -299,8 +299,8 @@ def _main_row(
     agree_real = photos.get("fraction")
     met_time = bf16_s is not None and bf16_s <= TARGET_S
     met_agree = agree_real is not None and agree_real >= TARGET_AGREEMENT
-    # an estimate is only made when the measured ratio puts bf16 far above the budget
-    met = bool(met_time and met_agree and not estimated)
+    # an estimate is only made when the measured ratio puts bf16 far above the budget, so an
+    # estimated time never meets the target; the agreement on real photos is the row's check
     ours = (
         f"fp32 {fmt_s(fp32_s)} | bf16 {fmt_s(bf16_s)}"
         + (" (estimate)" if estimated else "")
@@ -354,7 +354,8 @@ def _main_row(
         ours=ours,
         ratio=(fp32_s / bf16_s) if fp32_s and bf16_s and not estimated else None,
         target=f"bf16 <= {TARGET_S:.0f} s and fused entities agree on >= 99 % of real-photo pixels",
-        met=met,
+        meets_target=bool(met_time and not estimated),
+        check_passed=bool(met_agree),
         inputs=(
             "1200x1800, 5 views at 800/1333, Q=100, random Swin-T weights, 1 run each (no "
             "warm-up), 2 threads"
@@ -385,7 +386,7 @@ def _main_row(
         agreement_swint=agree_swin,
         agreement_real=agree_real,
         profile=prof.get("ops"),
-        machine=prof.get("machine"),
+        bf16_machine=prof.get("machine"),
         in_run=True,
         statistic="single run each, no warm-up",
     )
