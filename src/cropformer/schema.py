@@ -65,11 +65,21 @@ class PassOutputs(TypedDict):
     Shape (batch-level): pred_logits (B, Q, 2), pred_masks (B, Q, T, h, w).
     Logit index 0 = entity, 1 = no-object. ``aux_outputs`` holds the earlier predictions (the one
     from the raw queries first), each a dict with ``pred_logits`` and ``pred_masks``.
+
+    Factored form (training forwards with ``training_mask_logits="factored"``, the default): no
+    ``pred_masks``; every prediction (and each ``aux_outputs`` entry) has ``mask_embed`` instead,
+    and the pass has one ``mask_features``; the mask logits they stand for are
+    ``einsum("bqc,bchw->bqhw", mask_embed, mask_features)`` (image-level) or
+    ``einsum("bqc,btchw->bqthw", ...)`` (batch-level). Shapes: mask_embed (N or B, Q, C);
+    mask_features (N, C, h, w) image-level, (B, T, C, h, w) batch-level. The losses evaluate
+    them only at their sampled points (``cropformer.losses.mask_logits``).
     """
 
     pred_logits: Tensor
-    pred_masks: Tensor
+    pred_masks: NotRequired[Tensor]
     aux_outputs: list[dict[str, Tensor]]
+    mask_embed: NotRequired[Tensor]
+    mask_features: NotRequired[Tensor]
 
 
 class Outputs(TypedDict):

@@ -14,6 +14,11 @@ pairs are expanded to one mask row per view, so the mask terms sum over views wh
 counts entities (official behaviour, reference doc §4.3): an entity absent from a crop is trained
 towards an empty mask there.
 
+Predictions may come with full-resolution ``pred_masks`` or factored (``mask_embed`` per
+prediction, ``mask_features`` per pass, ``schema.PassOutputs``): the factored logits are evaluated
+only at the matcher's points and for the matched queries (``losses.mask_logits``), the same
+values up to float rounding.
+
 Keys follow the official code: ``loss_{ce,mask,dice}`` for the final prediction, ``_<i>`` for the
 i-th earlier prediction (``_0`` = from the raw queries), then ``_2d``/``_3d`` for the pass. Without
 a batch-level pass (Mask2Former mode) the keys carry no pass suffix, as the official MaskFormer
@@ -30,6 +35,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cropformer.losses.mask_logits import FactoredMasks
 from cropformer.losses.matcher import HungarianMatcher
 from cropformer.losses.point_sampling import (
     PointSource,
@@ -258,7 +264,7 @@ class CropFormerCriterion(nn.Module):
         self.last_indices = {}
         losses = self._pass_losses(image_level, view_targets, "" if batch_level is None else "_2d")
         if batch_level is not None:
-            shape = tuple(batch_level["pred_masks"].shape)
+            shape = tuple(self._masks_of(batch_level, batch_level, None).shape)
             if len(shape) != 5 or shape[0] != num_images or shape[2] != num_views:
                 raise ValueError(
                     f"CropFormerCriterion: batch_level pred_masks has shape {shape}, expected "
@@ -298,30 +304,52 @@ class CropFormerCriterion(nn.Module):
             return masks
         return masks & valid[:, :, None, None].to(masks.device)
 
+    @staticmethod
+    def _masks_of(
+        prediction: Mapping[str, object],
+        outputs: PassOutputs,
+        features: Sequence[Tensor] | None,
+    ) -> Tensor | FactoredMasks:
+        """The mask logits of one prediction: ``pred_masks``, or factored from ``mask_embed`` and
+        the pass's ``mask_features`` (``features``: their per-image unbinding, shared)."""
+        masks = prediction.get("pred_masks")
+        if isinstance(masks, Tensor):
+            return masks
+        embed = prediction.get("mask_embed")
+        mask_features = outputs.get("mask_features")
+        if not isinstance(embed, Tensor) or not isinstance(mask_features, Tensor):
+            raise ValueError(
+                "CropFormerCriterion: a prediction has neither 'pred_masks' nor 'mask_embed' "
+                "(with the pass's 'mask_features'); see schema.PassOutputs"
+            )
+        return FactoredMasks(embed, mask_features if features is None else features)
+
     def _pass_losses(
         self, outputs: PassOutputs, target_masks: list[Tensor], suffix: str
     ) -> dict[str, Tensor]:
         device = outputs["pred_logits"].device
         num_masks = average_num_masks(sum(int(m.shape[0]) for m in target_masks), device)
-        predictions: list[Mapping[str, Tensor]] = [
-            {"pred_logits": outputs["pred_logits"], "pred_masks": outputs["pred_masks"]}
-        ]
+        final = {key: value for key, value in outputs.items() if key != "aux_outputs"}
+        predictions: list[Mapping[str, object]] = [final]
         if self.deep_supervision:
             predictions += list(outputs.get("aux_outputs", []))
+        # Factored predictions share one per-image split of the pass's mask features, so the
+        # backward pass stacks their gradient once (not once per prediction and image).
+        mask_features = outputs.get("mask_features")
+        features = None if mask_features is None else mask_features.unbind(0)
         self._most_predictions_seen = max(self._most_predictions_seen, len(predictions))
         losses: dict[str, Tensor] = {}
         all_indices = []
         # Official order (it fixes the order of the random draws): final first, then aux 0, 1, ..
         for i, prediction in enumerate(predictions):
             layer = "" if i == 0 else f"_{i - 1}"
-            indices = self.matcher(
-                prediction["pred_logits"], prediction["pred_masks"], target_masks
-            )
+            pred_logits = prediction["pred_logits"]
+            assert isinstance(pred_logits, Tensor)
+            masks = self._masks_of(prediction, outputs, features)
+            indices = self.matcher(pred_logits, masks, target_masks)
             all_indices.append(indices)
-            losses[f"loss_ce{layer}{suffix}"] = self.loss_labels(prediction["pred_logits"], indices)
-            loss_mask, loss_dice = self.loss_masks(
-                prediction["pred_masks"], target_masks, indices, num_masks
-            )
+            losses[f"loss_ce{layer}{suffix}"] = self.loss_labels(pred_logits, indices)
+            loss_mask, loss_dice = self.loss_masks(masks, target_masks, indices, num_masks)
             losses[f"loss_mask{layer}{suffix}"] = loss_mask
             losses[f"loss_dice{layer}{suffix}"] = loss_dice
         self.last_indices[suffix.lstrip("_")] = all_indices
@@ -362,7 +390,7 @@ class CropFormerCriterion(nn.Module):
 
     def loss_masks(
         self,
-        pred_masks: Tensor,
+        pred_masks: Tensor | FactoredMasks,
         target_masks: Sequence[Tensor],
         indices: Indices,
         num_masks: float,
@@ -371,12 +399,19 @@ class CropFormerCriterion(nn.Module):
 
         Shape:
             pred_masks: (B, Q, h, w), or (B, Q, T, h, w) (one row per matched pair and view,
-                entity-major); target_masks: B tensors (K_b, [T,] H, W); returns two scalars.
+                entity-major), or the same logits factored (only the matched rows are built);
+            target_masks: B tensors (K_b, [T,] H, W); returns two scalars.
         """
+        batch_idx, query_idx = _source_index(indices, pred_masks.device)
+        # the matched rows in the dtype the mask head gives them (bf16 under autocast, as the
+        # decoder's einsum would); the points and losses below are fp32
+        if isinstance(pred_masks, FactoredMasks):
+            matched = pred_masks.rows(batch_idx, query_idx)
+        else:
+            matched = pred_masks[batch_idx, query_idx]
         with torch.autocast(device_type=pred_masks.device.type, enabled=False):
-            batch_idx, query_idx = _source_index(indices, pred_masks.device)
-            h, w = pred_masks.shape[-2:]
-            src = pred_masks[batch_idx, query_idx].float().reshape(-1, 1, h, w)  # (R, 1, h, w)
+            h, w = matched.shape[-2:]
+            src = matched.float().reshape(-1, 1, h, w)  # (R, 1, h, w)
             with torch.no_grad():
                 coords = self.sample_mask_points(src.detach())
                 labels = []

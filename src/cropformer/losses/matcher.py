@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from cropformer.losses.mask_logits import FactoredMasks
 from cropformer.losses.point_sampling import (
     PointSource,
     UniformPointSource,
@@ -99,15 +100,31 @@ class HungarianMatcher(nn.Module):
             target_masks: (K, H, W) or (K, T, H, W) (bool or float); point_coords: (1, P, 2);
             returns (Q, K).
         """
-        device_type = pred_masks.device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        with torch.autocast(device_type=pred_masks.device.type, enabled=False):
             preds = pred_masks.float()
             if preds.dim() == 3:
                 preds = preds.unsqueeze(1)
+            coords = point_coords.float()
+            pred_points = point_sample(preds, coords.expand(preds.shape[0], -1, -1))
+        return self.cost_from_points(pred_logits, pred_points, target_masks, point_coords)
+
+    @torch.no_grad()
+    def cost_from_points(
+        self, pred_logits: Tensor, pred_points: Tensor, target_masks: Tensor, point_coords: Tensor
+    ) -> Tensor:
+        """Sanitised fp32 cost matrix of one image from the predictions' point logits.
+
+        Shape:
+            pred_logits: (Q, 2); pred_points: (Q, P) or (Q, T, P) mask logits at
+            ``point_coords`` (in every view); target_masks: (K, H, W) or (K, T, H, W);
+            point_coords: (1, P, 2); returns (Q, K).
+        """
+        with torch.autocast(device_type=pred_points.device.type, enabled=False):
+            if target_masks.dim() == 3:  # no view axis
                 target_masks = target_masks.unsqueeze(1)
             coords = point_coords.float()
             # (Q, T, P) -> (Q, T*P): view-major flattening, as the official view matcher.
-            pred_points = point_sample(preds, coords.expand(preds.shape[0], -1, -1)).flatten(1)
+            pred_points = pred_points.float().flatten(1)
             tgt_points = sample_masks_at_points(target_masks, coords).flatten(1)
             probs = pred_logits.float().softmax(-1)[:, 0]  # class-agnostic: index 0 = entity
             cost = (
@@ -125,7 +142,7 @@ class HungarianMatcher(nn.Module):
     def forward(
         self,
         pred_logits: Tensor,
-        pred_masks: Tensor,
+        pred_masks: Tensor | FactoredMasks,
         target_masks: Sequence[Tensor],
         point_coords: Tensor | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
@@ -133,7 +150,8 @@ class HungarianMatcher(nn.Module):
 
         Shape:
             pred_logits: (B, Q, 2) class logits (index 0 = entity);
-            pred_masks: (B, Q, h, w), or (B, Q, T, h, w) to match jointly over T views;
+            pred_masks: (B, Q, h, w), or (B, Q, T, h, w) to match jointly over T views, or the
+                same logits as ``FactoredMasks`` (evaluated at the points only);
             target_masks: B tensors (K_b, H, W), or (K_b, T, H, W) with a view axis (bool);
             point_coords: (B, P, 2).
 
@@ -152,11 +170,12 @@ class HungarianMatcher(nn.Module):
                 f"HungarianMatcher: batch sizes differ: pred_logits {batch}, pred_masks "
                 f"{pred_masks.shape[0]}, targets {len(target_masks)}"
             )
-        view_dims = pred_masks.dim() - 4  # 0 (image-level) or 1 (batch-level)
+        mask_shape = tuple(pred_masks.shape)
+        view_dims = len(mask_shape) - 4  # 0 (image-level) or 1 (batch-level)
         if view_dims not in (0, 1):
             raise ValueError(
                 f"HungarianMatcher: pred_masks must be (B, Q, h, w) or (B, Q, T, h, w), got "
-                f"{tuple(pred_masks.shape)}"
+                f"{mask_shape}"
             )
         if point_coords is not None and point_coords.shape[0] != batch:
             raise ValueError(
@@ -166,12 +185,10 @@ class HungarianMatcher(nn.Module):
         costs: list[Tensor | None] = []
         for b in range(batch):
             target = target_masks[b]
-            if target.dim() != 3 + view_dims or (
-                view_dims and target.shape[1] != pred_masks.shape[2]
-            ):
+            if target.dim() != 3 + view_dims or (view_dims and target.shape[1] != mask_shape[2]):
                 raise ValueError(
                     f"HungarianMatcher: target masks of image {b} have shape "
-                    f"{tuple(target.shape)}, incompatible with pred_masks {tuple(pred_masks.shape)}"
+                    f"{tuple(target.shape)}, incompatible with pred_masks {mask_shape}"
                 )
             if point_coords is None:
                 coords = self.point_source(
@@ -182,7 +199,12 @@ class HungarianMatcher(nn.Module):
             if target.shape[0] == 0:
                 costs.append(None)
                 continue
-            costs.append(self.cost_matrix(pred_logits[b], pred_masks[b], target, coords))
+            if isinstance(pred_masks, FactoredMasks):
+                # embed . sampled features == the full logits sampled (linearity), Q*C*P MACs
+                points = pred_masks.point_logits(b, coords.to(pred_masks.device))
+                costs.append(self.cost_from_points(pred_logits[b], points, target, coords))
+            else:
+                costs.append(self.cost_matrix(pred_logits[b], pred_masks[b], target, coords))
         # One device-to-host copy for the whole batch instead of one synchronisation per image.
         present = [c for c in costs if c is not None]
         host = torch.cat([c.flatten() for c in present]).cpu() if present else None

@@ -6,7 +6,7 @@ Without an association module it is Mask2Former (entity mode): the image-level p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,7 @@ class CropFormer(nn.Module):
         normalized: bool = False,
         aux: bool = True,
         view_chunk: int | None = None,
+        factored: bool | None = None,
     ) -> Outputs:
         """Run both passes (or the image-level pass only in Mask2Former mode).
 
@@ -122,11 +123,16 @@ class CropFormer(nn.Module):
                 float rounding).
                 ``None``: all views at once. 1 bounds the activation memory of multi-view
                 inference on CPU.
+            factored: return the mask logits factored (``mask_embed`` + ``mask_features``, see
+                ``schema.PassOutputs``) instead of ``pred_masks``. ``None`` (default): as the
+                decoder's ``training_mask_logits`` says for training forwards (training mode,
+                ``aux=True``); full ``pred_masks`` otherwise.
 
         Shape:
             images: (N, 3, H, W); view_sizes: (N, 2).
             returns Outputs: image_level pred_logits (N, Q, 2), pred_masks (N, Q, H'/4, W'/4);
             batch_level (if association) pred_logits (B, Q, 2), pred_masks (B, Q, T, H'/4, W'/4).
+            Factored: mask_embed (N or B, Q, C) per prediction and mask_features per pass.
         """
         if num_views < 1 or images.shape[0] % num_views != 0:
             raise ValueError(
@@ -137,12 +143,15 @@ class CropFormer(nn.Module):
             raise ValueError(f"view_chunk={view_chunk} must be >= 1 or None")
         x = self._pad(images.float()) if normalized else self.normalize(images, view_sizes)
         mask_features, multi_scale = self.encode(x, view_chunk)
-        image_level, states = self.image_level_pass(multi_scale, mask_features, aux, view_chunk)
+        factor = self.decoder.factored(aux, factored)
+        image_level, states = self.image_level_pass(
+            multi_scale, mask_features, aux, view_chunk, factor
+        )
         out: Outputs = {"image_level": image_level}
         if self.association is not None:
             queries = self.association(states, self.decoder.query_pos.weight, num_views)
             out["batch_level"] = self.decoder.forward_batch_level(
-                queries, multi_scale, mask_features, num_views, aux
+                queries, multi_scale, mask_features, num_views, aux, factor
             )
         return out
 
@@ -152,6 +161,7 @@ class CropFormer(nn.Module):
         mask_features: Tensor,
         aux: bool = True,
         view_chunk: int | None = None,
+        factored: bool | None = None,
     ) -> tuple[PassOutputs, Tensor]:
         """The decoder's image-level pass, optionally ``view_chunk`` views at a time (each view is
         decoded on its own, so chunks only bound the transient attention memory).
@@ -160,23 +170,28 @@ class CropFormer(nn.Module):
         """
         n = mask_features.shape[0]
         if view_chunk is None or view_chunk >= n:
-            return self.decoder.forward_image_level(multi_scale, mask_features, aux)
+            return self.decoder.forward_image_level(multi_scale, mask_features, aux, factored)
         parts = [
             self.decoder.forward_image_level(
-                [f[i : i + view_chunk] for f in multi_scale], mask_features[i : i + view_chunk], aux
+                [f[i : i + view_chunk] for f in multi_scale],
+                mask_features[i : i + view_chunk],
+                aux,
+                factored,
             )
             for i in range(0, n, view_chunk)
         ]
         outs = [p[0] for p in parts]
-        merged: PassOutputs = {
-            "pred_logits": torch.cat([o["pred_logits"] for o in outs]),
-            "pred_masks": torch.cat([o["pred_masks"] for o in outs]),
-            "aux_outputs": [
-                {key: torch.cat([layer[key] for layer in layers]) for key in layers[0]}
-                for layers in zip(*(o["aux_outputs"] for o in outs))
-            ],
+        # every tensor entry (pred_logits, pred_masks or mask_embed + mask_features) is per view
+        merged: dict[str, Any] = {
+            key: torch.cat([cast(Tensor, o[key]) for o in outs])  # type: ignore[literal-required]
+            for key in outs[0]
+            if key != "aux_outputs"
         }
-        return merged, torch.cat([p[1] for p in parts])
+        merged["aux_outputs"] = [
+            {key: torch.cat([layer[key] for layer in layers]) for key in layers[0]}
+            for layers in zip(*(o["aux_outputs"] for o in outs))
+        ]
+        return cast(PassOutputs, merged), torch.cat([p[1] for p in parts])
 
     def encode(self, x: Tensor, view_chunk: int | None = None) -> tuple[Tensor, list[Tensor]]:
         """Backbone and pixel decoder, optionally ``view_chunk`` views at a time.

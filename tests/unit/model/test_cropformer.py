@@ -14,19 +14,28 @@ def _images(n: int, h: int = 64, w: int = 96, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8)
 
 
+def _mask_logits(level, pred) -> torch.Tensor:
+    """pred_masks, or the full logits from the factored training outputs."""
+    if "pred_masks" in pred:
+        return pred["pred_masks"]
+    features = level["mask_features"]
+    equation = "bqc,bchw->bqhw" if features.dim() == 4 else "bqc,btchw->bqthw"
+    return torch.einsum(equation, pred["mask_embed"], features)
+
+
 def _loss_like(outputs) -> torch.Tensor:
     total = torch.zeros(())
     for level in outputs.values():
         for pred in [level, *level["aux_outputs"]]:
             total = total + pred["pred_logits"].log_softmax(-1)[..., 0].mean()
-            total = total + pred["pred_masks"].sigmoid().mean()
+            total = total + _mask_logits(level, pred).sigmoid().mean()
     return total
 
 
 @pytest.mark.parametrize("num_views", [1, 2])
 def test_outputs_contract(net: CropFormer, num_views: int) -> None:
     b = 2
-    out = net(_images(b * num_views, 60, 90), num_views=num_views)
+    out = net.eval()(_images(b * num_views, 60, 90), num_views=num_views)
     q = net.num_queries
     # 60 x 90 is padded to 64 x 96 -> masks at stride 4: 16 x 24
     assert out["image_level"]["pred_logits"].shape == (b * num_views, q, 2)
@@ -34,6 +43,16 @@ def test_outputs_contract(net: CropFormer, num_views: int) -> None:
     assert out["batch_level"]["pred_logits"].shape == (b, q, 2)
     assert out["batch_level"]["pred_masks"].shape == (b, q, num_views, 16, 24)
     assert len(out["image_level"]["aux_outputs"]) == len(out["batch_level"]["aux_outputs"]) == 3
+    # training forward (default training_mask_logits="factored"): the logits as two factors
+    train = net.train()(_images(b * num_views, 60, 90), num_views=num_views)
+    c = net.decoder.mask_head.layers[-1].out_features
+    image, batch = train["image_level"], train["batch_level"]
+    assert "pred_masks" not in image and "pred_masks" not in batch
+    assert image["mask_features"].shape == (b * num_views, c, 16, 24)
+    assert batch["mask_features"].shape == (b, num_views, c, 16, 24)
+    for level, n in ((image, b * num_views), (batch, b)):
+        for pred in [level, *level["aux_outputs"]]:
+            assert pred["mask_embed"].shape == (n, q, c)
 
 
 def test_mask2former_mode_has_no_batch_level() -> None:
@@ -138,7 +157,7 @@ def test_tiny_configs_instantiate_and_run(name: str) -> None:
     net = instantiate(cfg.model.net)
     n_params = sum(p.numel() for p in net.parameters())
     assert 1_000_000 < n_params < 5_000_000  # "a few million": trainable on 2 CPU cores
-    out = net(_images(4), num_views=2, view_sizes=torch.tensor([[64, 96]] * 4))
+    out = net.eval()(_images(4), num_views=2, view_sizes=torch.tensor([[64, 96]] * 4))
     assert out["image_level"]["pred_masks"].shape == (4, net.num_queries, 16, 24)
     assert ("batch_level" in out) == (name == "cropformer_tiny")
 

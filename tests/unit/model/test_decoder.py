@@ -202,7 +202,7 @@ def test_input_projection_when_widths_differ() -> None:
         ffn_dim=48,
         num_layers=3,
         mask_dim=C,
-    )
+    ).eval()
     assert all(isinstance(p, torch.nn.Conv2d) for p in dec.input_proj)
     g = torch.Generator().manual_seed(0)
     feats = [torch.randn(1, 16, h, w, generator=g) for h, w in ((2, 3), (4, 6), (8, 12))]
