@@ -66,7 +66,7 @@ class PassOutputs(TypedDict):
     Logit index 0 = entity, 1 = no-object. ``aux_outputs`` holds the earlier predictions (the one
     from the raw queries first), each a dict with ``pred_logits`` and ``pred_masks``.
 
-    Factored form (training forwards with ``training_mask_logits="factored"``, the default): no
+    Factored form (training forwards with ``training_mask_logits="factored"``, opt-in): no
     ``pred_masks``; every prediction (and each ``aux_outputs`` entry) has ``mask_embed`` instead,
     and the pass has one ``mask_features``; the mask logits they stand for are
     ``einsum("bqc,bchw->bqhw", mask_embed, mask_features)`` (image-level) or

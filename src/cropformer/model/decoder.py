@@ -88,7 +88,7 @@ class MaskedAttentionDecoder(nn.Module):
         view_code: ViewCode = "official",  # parity: official normalises the view code by T
         view_code_max_views: int = 5,
         grad_checkpointing: bool = False,
-        training_mask_logits: MaskLogits = "factored",
+        training_mask_logits: MaskLogits = "full",
     ):
         super().__init__()
         self.grad_checkpointing = grad_checkpointing

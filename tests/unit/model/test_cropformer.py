@@ -43,7 +43,11 @@ def test_outputs_contract(net: CropFormer, num_views: int) -> None:
     assert out["batch_level"]["pred_logits"].shape == (b, q, 2)
     assert out["batch_level"]["pred_masks"].shape == (b, q, num_views, 16, 24)
     assert len(out["image_level"]["aux_outputs"]) == len(out["batch_level"]["aux_outputs"]) == 3
-    # training forward (default training_mask_logits="factored"): the logits as two factors
+    # training forward: full-resolution logits by default (official); factored on request
+    assert "pred_masks" in net.train()(_images(b * num_views, 60, 90), num_views=num_views)[
+        "batch_level"
+    ]
+    net.decoder.training_mask_logits = "factored"
     train = net.train()(_images(b * num_views, 60, 90), num_views=num_views)
     c = net.decoder.mask_head.layers[-1].out_features
     image, batch = train["image_level"], train["batch_level"]

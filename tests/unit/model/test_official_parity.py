@@ -134,14 +134,16 @@ def test_training_forward_with_views_of_different_sizes_matches_official(model) 
     digest = hashlib.sha256(x.contiguous().numpy().tobytes()).hexdigest()
     assert digest == inputs["images_tensor_sha256"]
     model.train()
+    model.decoder.training_mask_logits = "factored"  # the opt-in form: same class logits
     try:
         with torch.no_grad():
             out = model(canvas, num_views=2, view_sizes=sizes)
     finally:
+        model.decoder.training_mask_logits = "full"
         model.eval()
     for ours_key, ref_key in (("image_level", "outputs_2d"), ("batch_level", "outputs_3d")):
         ours, ref = out[ours_key], outputs[ref_key]  # type: ignore[literal-required]
-        # a training forward returns the factored mask logits by default
+        # training_mask_logits=factored: the mask logits as two factors
         features = ours["mask_features"]
         masks_shape = (*ours["mask_embed"].shape[:2], *features.shape[1:-3], *features.shape[-2:])
         assert masks_shape == tuple(ref["pred_masks_shape"])

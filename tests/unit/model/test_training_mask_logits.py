@@ -1,6 +1,6 @@
 """Factored training mask logits: the same losses, matchings and gradients as the full logits.
 
-``training_mask_logits="factored"`` (the default) keeps each training prediction's mask logits
+``training_mask_logits="factored"`` (opt-in; default "full") keeps each training prediction's mask logits
 as ``mask_embed . mask_features`` and lets the losses evaluate them only at their points;
 ``"full"`` is the official computation. The two differ only in float summation order, so a
 whole training step (forward, matching, importance sampling, losses, backward) must agree to a
@@ -94,10 +94,12 @@ def test_factored_training_step_equals_the_full_one(association: bool) -> None:
         torch.testing.assert_close(fact_grads[name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=name)
 
 
-def test_training_forward_is_factored_by_default_and_full_on_request() -> None:
+def test_training_forward_is_full_by_default_and_factored_on_request() -> None:
     net = build_net(queries=4).train()
     images, _ = _batch(1, VIEWS)
-    assert net.decoder.training_mask_logits == "factored"
+    assert net.decoder.training_mask_logits == "full"  # official default
+    assert "pred_masks" in net(images, num_views=VIEWS)["image_level"]
+    net.decoder.training_mask_logits = "factored"
     out = net(images, num_views=VIEWS)
     for level, views_axis in (("image_level", False), ("batch_level", True)):
         level_out = out[level]  # type: ignore[literal-required]
