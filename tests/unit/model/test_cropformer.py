@@ -44,9 +44,10 @@ def test_outputs_contract(net: CropFormer, num_views: int) -> None:
     assert out["batch_level"]["pred_masks"].shape == (b, q, num_views, 16, 24)
     assert len(out["image_level"]["aux_outputs"]) == len(out["batch_level"]["aux_outputs"]) == 3
     # training forward: full-resolution logits by default (official); factored on request
-    assert "pred_masks" in net.train()(_images(b * num_views, 60, 90), num_views=num_views)[
-        "batch_level"
-    ]
+    assert (
+        "pred_masks"
+        in net.train()(_images(b * num_views, 60, 90), num_views=num_views)["batch_level"]
+    )
     net.decoder.training_mask_logits = "factored"
     train = net.train()(_images(b * num_views, 60, 90), num_views=num_views)
     c = net.decoder.mask_head.layers[-1].out_features

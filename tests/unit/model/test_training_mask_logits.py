@@ -1,7 +1,8 @@
 """Factored training mask logits: the same losses, matchings and gradients as the full logits.
 
-``training_mask_logits="factored"`` (opt-in; default "full") keeps each training prediction's mask logits
-as ``mask_embed . mask_features`` and lets the losses evaluate them only at their points;
+``training_mask_logits="factored"`` (opt-in; the default is "full") keeps each training
+prediction's mask logits as ``mask_embed . mask_features`` and lets the losses evaluate them
+only at their points;
 ``"full"`` is the official computation. The two differ only in float summation order, so a
 whole training step (forward, matching, importance sampling, losses, backward) must agree to a
 stated tolerance on a small seeded model with the same uniform draws.
