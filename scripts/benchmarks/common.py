@@ -97,7 +97,7 @@ def machine_info() -> dict[str, Any]:
     ``bf16_units``: the CPU advertises ``avx512_bf16`` or ``amx_bf16`` (without them a bf16
     GEMM in torch is emulated and far slower than fp32, so bf16 timings mean something else).
     """
-    model, flags = platform.processor() or "?", set()
+    model, flags = platform.processor() or "?", set[str]()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

@@ -175,7 +175,12 @@ def test_row5_met_needs_identical_ap(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _train(kw: dict[str, Any]) -> dict[str, Any]:
     terms = 60 if "crop" in kw["name"] else 30
-    return {"time_s": 5.0, "loss_terms": terms, "peak_rss_gb": 3.0}
+    t = 4.0 if kw.get("factored") else 5.0
+    losses = {f"loss_{i}": 1.0 + i for i in range(terms)}
+    return {
+        "time_s": t, "times_s": [t], "loss_terms": terms, "peak_rss_gb": 3.0,
+        "first_losses": losses,
+    }  # fmt: skip
 
 
 ROW3 = {
@@ -200,7 +205,9 @@ def test_row3_bf16_has_no_ratio_and_anchor_rows_are_not_in_run(
     rows = row3_cropformer.run(quick=True)
     bf16 = [r for r in rows if r["row"] == "3c" and "bf16" in r["what"]]
     assert len(bf16) == 2 and all(r["ratio"] is None and r["met"] is None for r in bf16)
-    fp32 = [r for r in rows if r["row"] == "3c" and "bf16" not in r["what"]]
+    fp32 = [
+        r for r in rows if r["row"] == "3c" and "bf16" not in r["what"] and " vs " not in r["what"]
+    ]
     assert all(r["in_run"] is False and r["reference_source"] == "anchors" for r in fp32)
     assert all(r["ratio"] is not None and "torch 2.13.0" in r["note"] for r in fp32)
     big = next(r for r in rows if r["row"] == "3b" and "3072x2048" in r["what"])
@@ -294,3 +301,23 @@ def test_legacy_rows_are_relabelled_not_remeasured() -> None:
     assert bf16["ratio"] is None and bf16["met"] is None and bf16["in_run"] is False
     six = run_all.upgrade_legacy(dict(old, row="6", what="core", ratio=0.97, reference="x"))
     assert six["met"] is False
+
+
+def test_row3_factored_vs_full_is_in_run_and_checks_the_losses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def train(kw: dict[str, Any]) -> dict[str, Any]:
+        r = _train(kw)
+        if kw.get("factored") and kw.get("lean") and "crop" in kw["name"]:
+            r["first_losses"] = {**r["first_losses"], "loss_0": 1.01}  # 1 % off: must fail
+        return r
+
+    monkeypatch.setattr(row3_cropformer, "run_isolated", _fake({**ROW3, "train_step": train}))
+    rows = row3_cropformer.run(quick=True)
+    pairs = [r for r in rows if "factored vs full" in r["what"]]
+    assert len(pairs) == 4 and all(r["in_run"] is True for r in pairs)
+    assert all(r["ratio"] == pytest.approx(5.0 / 4.0) for r in pairs)
+    bad = [r for r in pairs if r["check_passed"] is False]
+    assert len(bad) == 1 and "CropFormer" in bad[0]["what"] and "checkpointing" in bad[0]["what"]
+    anchors = [r for r in rows if r["row"] == "3c" and "factored mask logits" in r["what"]]
+    assert anchors and all("AVX2" in r["note"] for r in anchors)  # cross-CPU ratio said
