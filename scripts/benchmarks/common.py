@@ -381,6 +381,34 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, command: 
     return md
 
 
+README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def sync_readme(md: str | Path, readme: str | Path = REPO / "README.md") -> bool:
+    """Copy the results table of ``md`` into ``readme`` between the bench-table markers.
+
+    Returns False (README untouched) when the markers are missing, so the README's table can
+    never silently disagree with ``benchmarks/results.md`` after a run that could update it.
+    """
+    text = Path(readme).read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    lines = Path(md).read_text().splitlines()
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("| row |")), None)
+    if first is None:
+        return False
+    table = []
+    for ln in lines[first:]:  # the first table only (the results table)
+        if not ln.startswith("|"):
+            break
+        table.append(ln)
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    body = "\n".join(table)
+    Path(readme).write_text(f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    return True
+
+
 # ----------------------------------------------------------------------------- measurement
 
 

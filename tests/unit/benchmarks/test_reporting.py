@@ -321,3 +321,20 @@ def test_row3_factored_vs_full_is_in_run_and_checks_the_losses(
     assert len(bad) == 1 and "CropFormer" in bad[0]["what"] and "checkpointing" in bad[0]["what"]
     anchors = [r for r in rows if r["row"] == "3c" and "factored mask logits" in r["what"]]
     assert anchors and all("AVX2" in r["note"] for r in anchors)  # cross-CPU ratio said
+
+
+def test_sync_readme_copies_the_results_table(tmp_path: Path) -> None:
+    md = tmp_path / "results.md"
+    md.write_text("# B\n\ntext\n\n| row | what |\n|---|---|\n| 1 | new |\n\n| other | table |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"intro\n{common.README_START}\n| row | what |\n|---|---|\n| 1 | old |\n"
+        f"{common.README_END}\nafter\n"
+    )
+    assert common.sync_readme(md, readme)
+    text = readme.read_text()
+    assert "| 1 | new |" in text and "old" not in text and "other" not in text
+    assert text.startswith("intro\n") and text.endswith("after\n")
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    assert not common.sync_readme(md, plain) and plain.read_text() == "no markers\n"
