@@ -43,7 +43,9 @@ _TRAIN = (
     "0.7 GB, weights and gradients 0.4 GB). What would reach 2x in fp32: fewer FLOPs, e.g. "
     "point-sample the 256-channel mask features instead of computing the full-resolution mask "
     "logits of the 18 intermediate predictions (exact by linearity, but a change of the Outputs "
-    "contract), or fused CPU kernels for the elementwise chains. The bf16 rows show the "
+    "contract; built since as `decoder.training_mask_logits=factored` and measured no faster "
+    "on 2026-11-29: the in-run 3c rows), or fused CPU kernels for the elementwise chains. The "
+    "bf16 rows show the "
     "recipe for hardware with bf16 matrix units (GPUs, and the CPU of that profile, which had "
     "them): ~2.2x / 1.8x faster with ~2.2x / 1.8x less memory than the official fp32 step."
 )

@@ -106,25 +106,33 @@ def train_step(
     sizes = torch.tensor([[h, w]] * T)
 
     first: list[dict[str, float]] = []
+    phases: list[tuple[float, float, float]] = []  # forward, losses + matching, backward (s)
 
     def step() -> int:
         net.zero_grad(set_to_none=True)
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        t0 = time.perf_counter()
         with ctx:
-            losses = criterion(net(imgs, num_views=T, view_sizes=sizes), targets)
+            out = net(imgs, num_views=T, view_sizes=sizes)
+            t1 = time.perf_counter()
+            losses = criterion(out, targets)
             total = criterion.total(losses)
+        t2 = time.perf_counter()
         total.backward()
+        phases.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
         if not first:
             first.append({k: float(v.detach()) for k, v in losses.items()})
         return len(losses)
 
     torch.manual_seed(1)
     t = timeit(step, warmup=1, repeats=repeats)
+    timed = phases[1:]  # the warm-up step is not reported
     return {
         "time_s": t["median"],
         "times_s": t["times"],
         "loss_terms": t["result"],
         "first_losses": first[0],
+        "phases_s": [sorted(p[i] for p in timed)[len(timed) // 2] for i in range(3)],
     }
 
 
@@ -174,6 +182,17 @@ def infer_net(name: str, views: int, height: int, width: int, repeats: int = 1) 
     with torch.no_grad():
         t = timeit(lambda: net(x, num_views=views), warmup=1, repeats=repeats)
     return {"time_s": t["median"]}
+
+
+def _phases_text(r: dict[str, Any]) -> str:
+    """`` Phases in this run: forward a s, losses b s, backward c s.`` (empty if not recorded)."""
+    ph = r.get("phases_s")
+    if not ph:
+        return ""
+    return (
+        f" Phases in this run (median of the timed steps): forward {ph[0]:.2f} s, losses and "
+        f"matching {ph[1]:.2f} s, backward {ph[2]:.2f} s."
+    )
 
 
 def _factored_vs_full(tr: dict[tuple[str, str], dict[str, Any]], reps: int) -> list[dict[str, Any]]:
@@ -350,6 +369,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict[str, Any]]:
                     f"{ours_torch} here; not re-measured). Peak RSS of the process includes "
                     "~0.7 GB of imported libraries (torch alone 0.5 GB) and the weights and "
                     "gradients (0.2 GB each)."
+                    + _phases_text(r)
                     + cross
                     + (
                         " Activation checkpointing: `model.net.backbone.grad_checkpointing=true "

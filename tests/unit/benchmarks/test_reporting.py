@@ -179,7 +179,7 @@ def _train(kw: dict[str, Any]) -> dict[str, Any]:
     losses = {f"loss_{i}": 1.0 + i for i in range(terms)}
     return {
         "time_s": t, "times_s": [t], "loss_terms": terms, "peak_rss_gb": 3.0,
-        "first_losses": losses,
+        "first_losses": losses, "phases_s": [1.0, 2.0, t - 3.0],
     }  # fmt: skip
 
 
@@ -321,6 +321,7 @@ def test_row3_factored_vs_full_is_in_run_and_checks_the_losses(
     assert len(bad) == 1 and "CropFormer" in bad[0]["what"] and "checkpointing" in bad[0]["what"]
     anchors = [r for r in rows if r["row"] == "3c" and "factored mask logits" in r["what"]]
     assert anchors and all("AVX2" in r["note"] for r in anchors)  # cross-CPU ratio said
+    assert all("forward 1.00 s, losses and matching 2.00 s" in r["note"] for r in anchors)
 
 
 def test_sync_readme_copies_the_results_table(tmp_path: Path) -> None:
