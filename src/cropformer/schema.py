@@ -27,10 +27,13 @@ class EntityTarget(TypedDict):
         valid: (K, T) bool, the entity is present in that view (official rule: non-empty box AND
             non-empty mask). Image-level targets of view t are ``masks[valid[:, t], t]``; the
             batch-level targets are all K entities over all T views.
+        labels: (K,) int64 contiguous class index of each target (class-aware tasks only;
+            absent = every target is class 0, the entity class).
     """
 
     masks: Tensor
     valid: Tensor
+    labels: NotRequired[Tensor]
 
 
 class Batch(TypedDict):

@@ -78,4 +78,7 @@ def _expand(sample: dict[str, Any], H: int, W: int) -> EntityTarget:
     valid = masks.flatten(2).any(-1) if K else torch.zeros((0, T), dtype=torch.bool)
     if "valid" in sample:
         valid = torch.as_tensor(sample["valid"], dtype=torch.bool).reshape(K, T)
-    return {"masks": masks, "valid": valid}
+    target: EntityTarget = {"masks": masks, "valid": valid}
+    if "labels" in sample:
+        target["labels"] = torch.as_tensor(sample["labels"], dtype=torch.int64).reshape(K)
+    return target

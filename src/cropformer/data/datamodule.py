@@ -14,13 +14,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from cropformer.data.categories import CategorySet
 from cropformer.data.collate import collate
 from cropformer.data.dataset import EntityDataset
-from cropformer.data.formats.entityseg import read_entityseg
+from cropformer.data.formats.coco_panoptic import read_coco_panoptic
+from cropformer.data.formats.entityseg import read_categories, read_entityseg
 from cropformer.data.formats.images import image_records
 from cropformer.data.records import Record
 from cropformer.data.synthetic import SyntheticSpec
-from cropformer.data.synthetic_store import prepare_synthetic
+from cropformer.data.synthetic_store import (
+    class_annotations_path,
+    ensure_class_annotations,
+    prepare_synthetic,
+)
+from cropformer.data.target_classes import TargetClasses
 from cropformer.data.transforms import ViewSampler, build_pixel_transform
 from cropformer.data.views import (
     CROP_RATIO,
@@ -36,6 +43,8 @@ from cropformer.utils.hardware import auto_num_workers, auto_pin_memory
 log = logging.getLogger(__name__)
 
 OFFICIAL_TRAIN_SHORT_SIDES = TRAIN_SHORT_SIDES
+TASKS = ("entity", "instance", "panoptic", "semantic")
+FORMATS = ("entityseg", "coco_panoptic")
 
 
 def _worker_init(worker_id: int) -> None:
@@ -80,6 +89,19 @@ class EntityDataModule(L.LightningDataModule):
             reads the GT json). Off saves the (K, T, H, W) expansion: ~1 GB per EntitySeg image
             with T = 5 views.
         seed: base seed of the view draws.
+        task: ``entity`` (default: class-agnostic targets) or a class-aware task (``instance``,
+            ``panoptic``, ``semantic``: targets carry contiguous class labels, see
+            ``TargetClasses``); set by the ``task`` config group.
+        format: annotation format of the three jsons: ``entityseg`` (EntitySeg / COCO instance
+            json, also EntityClass and custom data) or ``coco_panoptic`` (COCO / ADE20K panoptic
+            json + PNG folder).
+        panoptic_dirs: ``coco_panoptic`` only: the PNG folder of each split (``train``, ``val``,
+            ``test``).
+        image_dirs: sub-folder of ``image_root`` per split (e.g. ``train2017``); default none.
+        categories: class set for class-aware tasks: a categories json (a list, or a json with a
+            ``categories`` list); default: the ``categories`` of the split's annotation json.
+        num_classes: the number of classes the model predicts (checked against the class set of
+            class-aware tasks); None skips the check.
     """
 
     def __init__(
@@ -111,6 +133,12 @@ class EntityDataModule(L.LightningDataModule):
         predict_images: str | Sequence[str] | None = None,
         eval_targets: bool = True,
         seed: int = 0,
+        task: str = "entity",
+        format: str = "entityseg",
+        panoptic_dirs: Mapping[str, str] | None = None,
+        image_dirs: Mapping[str, str] | None = None,
+        categories: str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         crop_d: dict[str, Any] = {
@@ -156,6 +184,18 @@ class EntityDataModule(L.LightningDataModule):
             else [str(p) for p in predict_images]
         )
         self.eval_targets = bool(eval_targets)
+        if task not in TASKS:
+            raise ValueError(f"data.task={task!r} is not one of {TASKS}")
+        if format not in FORMATS:
+            raise ValueError(f"data.format={format!r} is not one of {FORMATS}")
+        self.task = task
+        self.format = format
+        self.panoptic_dirs = _as_dict(panoptic_dirs)
+        self.image_dirs = _as_dict(image_dirs)
+        self.categories = categories
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self._class_set: CategorySet | None = None
+        self._gt_records: dict[str, list[Record]] = {}
         self.world_size = 1
         self.datasets: dict[str, EntityDataset] = {}
 
@@ -179,9 +219,15 @@ class EntityDataModule(L.LightningDataModule):
         root, spec = self._synthetic_spec()
         folder = root / spec.key()
         self.image_root = self.image_root or str(folder)
-        self.train_annotations = self.train_annotations or str(folder / "train.json")
-        self.val_annotations = self.val_annotations or str(folder / "val.json")
-        self.test_annotations = self.test_annotations or str(folder / "val.json")
+
+        def split_json(name: str) -> str:
+            # class-aware tasks read the same annotations with the generator's kinds as classes
+            path = folder / f"{name}.json"
+            return str(class_annotations_path(path) if self.task != "entity" else path)
+
+        self.train_annotations = self.train_annotations or split_json("train")
+        self.val_annotations = self.val_annotations or split_json("val")
+        self.test_annotations = self.test_annotations or split_json("val")
 
     @property
     def val_annotation_file(self) -> str | None:
@@ -211,7 +257,9 @@ class EntityDataModule(L.LightningDataModule):
         """Generate the synthetic dataset (rank 0 only; cached and atomic)."""
         if self.synthetic is not None:
             root, spec = self._synthetic_spec()
-            prepare_synthetic(root, spec)
+            folder = prepare_synthetic(root, spec)
+            if self.task != "entity":
+                ensure_class_annotations(folder, spec)
             self._resolve_synthetic_paths()
 
     def setup(self, stage: str | None = None, world_size: int | None = None) -> None:
@@ -246,7 +294,50 @@ class EntityDataModule(L.LightningDataModule):
             raise ValueError(f"data.{split}_annotations is not set; give an EntitySeg-format json")
         if self.image_root is None:
             raise ValueError("data.image_root is not set")
-        return read_entityseg(annotations, self.image_root)
+        key = "test" if split == "predict" else split
+        root = Path(self.image_root) / self.image_dirs.get(key, "")
+        if self.format == "coco_panoptic":
+            png_dir = self.panoptic_dirs.get(key)
+            if not png_dir:
+                raise ValueError(
+                    f"data.panoptic_dirs.{key} is not set: the PNG folder of the {key} split's "
+                    "panoptic json"
+                )
+            return read_coco_panoptic(annotations, png_dir, root, categories=self.categories)
+        return read_entityseg(annotations, root)
+
+    @property
+    def class_set(self) -> CategorySet:
+        """The classes of a class-aware task (``categories`` file or the annotation json's)."""
+        if self._class_set is None:
+            self._resolve_synthetic_paths()
+            source = self.categories or self.train_annotations or self.val_annotations
+            if source is None:
+                raise ValueError(
+                    "class-aware tasks need classes: set data.categories or the annotation jsons"
+                )
+            self._class_set = read_categories(source)
+            if self.num_classes is not None and self.num_classes != len(self._class_set):
+                raise ValueError(
+                    f"data.num_classes={self.num_classes} but {source} has "
+                    f"{len(self._class_set)} categories; set data.num_classes (and the model's) "
+                    "to the class count"
+                )
+        return self._class_set
+
+    def target_classes(self) -> TargetClasses | None:
+        """How entities become targets (None for the entity task)."""
+        if self.task == "entity":
+            return None
+        return TargetClasses(self.class_set, self.task)
+
+    def gt_records(self, stage: str) -> list[Record]:
+        """The records of the ``val`` or ``test`` split, crowd included (class-aware metrics)."""
+        if stage not in self._gt_records:
+            self._resolve_synthetic_paths()
+            ann = self.val_annotations if stage == "val" else self.test_annotations
+            self._gt_records[stage] = self._records(ann, stage)
+        return self._gt_records[stage]
 
     def sampler_for(self, split: str) -> ViewSampler:
         """The view draw of a split (train: random; others: fixed)."""
@@ -296,6 +387,7 @@ class EntityDataModule(L.LightningDataModule):
             pixel_transform=build_pixel_transform(self.pixel_transforms)
             if split == "train"
             else None,
+            target_classes=self.target_classes(),
         )
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from cropformer.data.decode import SampleError, label_source_for, open_image
 from cropformer.data.records import Record
+from cropformer.data.target_classes import TargetClasses, group_labels
 from cropformer.data.transforms import SampleDraw, ViewSampler
 from cropformer.data.views import (
     render_image_view,
@@ -42,6 +43,8 @@ class EntityDataset(Dataset):
         seed: base seed; each sample's draw comes from (seed, torch's per-worker RNG, index).
         pixel_transform: optional callable ``(views, seed) -> views`` (albumentations,
             ``transforms.build_pixel_transform``), train only.
+        target_classes: class-aware targets (which entities, which class index; samples then
+            carry ``labels``); None = entity targets (every non-crowd entity, class 0).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class EntityDataset(Dataset):
         jpeg_draft: bool = True,
         seed: int | None = None,
         pixel_transform: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None,
+        target_classes: TargetClasses | None = None,
     ) -> None:
         self.records = list(records)
         self.sampler = sampler
@@ -62,6 +66,7 @@ class EntityDataset(Dataset):
         self.jpeg_draft = jpeg_draft
         self.seed = seed
         self.pixel_transform = pixel_transform
+        self.target_classes = target_classes
         self.num_skipped = 0
         self._bad: set[int] = set()  # known-bad indices of this worker: skipped silently later
 
@@ -134,9 +139,21 @@ class EntityDataset(Dataset):
         }
         if self.with_targets:
             ents = rec.non_crowd()
+            labels = group = None
+            if self.target_classes is not None:
+                where = f"{rec.source or 'annotations'}: image {rec.file_name}"
+                ents, labels, group = self.target_classes.select(ents, where=where)
             source = label_source_for(rec, ents)
             maps = [render_label_view(source, v, flip=draw.flip) for v in draw.views]
             K = len(ents)
+            if group is not None and labels is not None:
+                # semantic targets: one per class present; entity k -> its class group
+                lut = np.append(group, -1).astype(np.int32)  # index -1 (no entity) stays -1
+                maps = [lut[m] for m in maps]
+                labels = group_labels(labels, group)
+                K = int(labels.size)
+            if labels is not None:
+                sample["labels"] = torch.from_numpy(labels)
             lm_dtype = torch.int16 if K < 32000 else torch.int32
             sample["label_maps"] = [torch.from_numpy(m).to(lm_dtype) for m in maps]
             sample["num_entities"] = K

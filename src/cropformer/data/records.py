@@ -22,6 +22,9 @@ class Entity:
         ann_id: the annotation id in the source file (for error messages).
         segment_id: the id-map value marking this entity (label-map sources only).
         bbox: the annotation's ``[x, y, w, h]`` if the source has one.
+        category_id: the annotation file's category id (``None`` where the source has none);
+            entity tasks ignore it, class-aware tasks map it through a ``CategorySet``.
+        isthing: whether its category is a thing (``None`` where the file does not say).
     """
 
     segmentation: Any = None
@@ -29,6 +32,8 @@ class Entity:
     ann_id: int = -1
     segment_id: int | None = None
     bbox: list[float] | None = None
+    category_id: int | None = None
+    isthing: bool | None = None
 
 
 @dataclass

@@ -173,9 +173,16 @@ def _bent_bar(
 
 
 def _place_objects(
-    rng: np.random.Generator, spec: SyntheticSpec, canvas: Image.Image, first_id: int
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    canvas: Image.Image,
+    first_id: int,
+    kinds: list[str] | None = None,
 ) -> int:
     """Draw objects onto the label canvas without overlapping boxes; returns the next free id.
+
+    ``kinds`` (if given) receives the kind of each drawn object in id order (``blob``, ``ring``,
+    ``bar``, ``dot``); recording it draws no random numbers.
 
     Objects are drawn largest first so that the many small ones still find a place. A ring is a
     blob with a hole that shows the stuff beneath.
@@ -217,6 +224,8 @@ def _place_objects(
             if k >= 254:
                 return k
             placed.append(box)
+            if kinds is not None:
+                kinds.append(kind)
             if kind == "bar":
                 draw.line(pts, fill=k, width=int(round(width)), joint="curve")
             elif kind == "dot":
@@ -343,6 +352,45 @@ def _paint(
     return img.astype(np.uint8)
 
 
+#: The class-aware view of the embedded benchmark: what the generator draws. Stuff bands are
+#: stuff; blobs, rings, thin bent bars and small discs are things. Ids are the ``category_id`` of
+#: the ``<split>_classes.json`` files (``synthetic_store``).
+SYNTHETIC_CATEGORIES: tuple[dict[str, Any], ...] = (
+    {"id": 1, "name": "band", "isthing": 0},
+    {"id": 2, "name": "blob", "isthing": 1},
+    {"id": 3, "name": "ring", "isthing": 1},
+    {"id": 4, "name": "bar", "isthing": 1},
+    {"id": 5, "name": "disc", "isthing": 1},
+)
+_KIND_CATEGORY = {"band": 1, "blob": 2, "ring": 3, "bar": 4, "dot": 5}
+
+
+def _layout(rng: np.random.Generator, spec: SyntheticSpec) -> tuple[np.ndarray, int, list[str]]:
+    """The label map of a scene (ids 0..K-1), K, and the kind of every entity id."""
+    W, H = int(spec.image_size[0]), int(spec.image_size[1])
+    canvas = _draw_stuff(rng, spec, W, H)
+    n_stuff = int(np.asarray(canvas).max()) + 1
+    kinds = ["band"] * n_stuff
+    k = _place_objects(rng, spec, canvas, first_id=n_stuff, kinds=kinds)
+    raw = np.asarray(canvas, dtype=np.uint8).copy()
+    present = np.bincount(raw.ravel(), minlength=k)[:k] > 0
+    label, k = _compact_ids(raw, k)
+    return label, k, [kind for kind, p in zip(kinds, present) if p]
+
+
+def scene_layout_categories(
+    spec: SyntheticSpec, seed_seq: list[int]
+) -> tuple[list[int], list[int]]:
+    """The ``category_id`` (``SYNTHETIC_CATEGORIES``) and pixel area of every entity of a scene.
+
+    Re-runs only the layout part of :func:`render_scene` with the same random stream (the
+    painting draws come after it), so no pixel is painted and the entities are the same.
+    """
+    label, k, kinds = _layout(np.random.default_rng(seed_seq), spec)
+    areas = np.bincount(label.ravel(), minlength=k)[:k]
+    return [_KIND_CATEGORY[kind] for kind in kinds], [int(a) for a in areas]
+
+
 def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (H, W, 3) uint8 image and (H, W) uint8 entity label map (0..K-1, no holes).
 
@@ -353,11 +401,7 @@ def render_scene(spec: SyntheticSpec, seed_seq: list[int]) -> tuple[np.ndarray, 
     is averaged away in a small full view.
     """
     rng = np.random.default_rng(seed_seq)
-    W, H = int(spec.image_size[0]), int(spec.image_size[1])
-    canvas = _draw_stuff(rng, spec, W, H)
-    n_stuff = int(np.asarray(canvas).max()) + 1
-    k = _place_objects(rng, spec, canvas, first_id=n_stuff)
-    label, k = _compact_ids(np.asarray(canvas, dtype=np.uint8).copy(), k)
+    label, k, _ = _layout(rng, spec)
     # bounding slices of every entity (None for none): one pass over the label map
     slices = ndimage.find_objects(label.astype(np.int32) + 1, max_label=k)
     img = _paint(rng, spec, label, slices, _appearances(rng, spec, label, slices))

@@ -1,5 +1,11 @@
 """Write synthetic scenes as a dataset: JPEG + EntitySeg-format json, cached and atomic.
 
+Next to each ``<split>.json`` (class-agnostic, every entity category 1) a ``<split>_classes.json``
+holds the same annotations with the generator's kind of each entity as its category
+(``SYNTHETIC_CATEGORIES``: the class-aware embedded task). Folders generated before it existed get
+it on first use (:func:`ensure_class_annotations`): the kinds are recomputed from the layout part of
+the generator, no pixel is rendered, and the cache key does not change.
+
 The files go through the same reader as real data (``formats.entityseg``). Generation is seeded
 per image (seed, split, index), so the same parameters give byte-identical files; the output is
 cached under ``<root>/<hash of the parameters>/`` and built atomically (temporary directory +
@@ -21,7 +27,18 @@ from typing import Any
 
 from PIL import Image
 
-from cropformer.data.synthetic import SyntheticSpec, render_scene
+from cropformer.data.synthetic import (
+    SYNTHETIC_CATEGORIES,
+    SyntheticSpec,
+    render_scene,
+    scene_layout_categories,
+)
+
+
+def split_seed(spec: SyntheticSpec, split: str, index: int) -> list[int]:
+    """The seed sequence of image ``index`` of a split (the one place it is defined)."""
+    split_id = 0 if split == "train" else 1
+    return [spec.seed, split_id, index]
 
 
 def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
@@ -30,8 +47,7 @@ def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
     from cropformer.data.decode import label_map_counts
 
     spec, split, index, out_dir = args
-    split_id = 0 if split == "train" else 1
-    img, label = render_scene(spec, [spec.seed, split_id, index])
+    img, label = render_scene(spec, split_seed(spec, split, index))
     H, W = label.shape
     file_name = f"{split}/{split}_{index:05d}.jpg"
     Image.fromarray(img).save(Path(out_dir) / file_name, quality=spec.jpeg_quality)
@@ -95,7 +111,67 @@ def generate_split(spec: SyntheticSpec, split: str, out_dir: Path, *, processes:
     }
     path = out_dir / f"{split}.json"
     path.write_text(json.dumps(data))
+    write_class_annotations(spec, path)
     return path
+
+
+def _index_of(file_name: str) -> int:
+    """Image index from a generated file name ``<split>/<split>_<index>.jpg``."""
+    stem = Path(file_name).stem
+    try:
+        return int(stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{file_name}: not a generated synthetic image name") from None
+
+
+def class_annotations_path(split_json: str | os.PathLike[str]) -> Path:
+    """``<split>_classes.json`` next to ``<split>.json``."""
+    p = Path(split_json)
+    return p.with_name(f"{p.stem}_classes.json")
+
+
+def write_class_annotations(spec: SyntheticSpec, split_json: str | os.PathLike[str]) -> Path:
+    """Write ``<split>_classes.json``: the split's annotations with their kind as category.
+
+    Every value of the entity json is kept except ``category_id`` and ``categories``. The kinds
+    come from the generator's layout with each image's own seed; the entity areas it gives are
+    checked against the json, so a wrong seed or a changed generator cannot go unnoticed.
+    """
+    src = Path(split_json)
+    data = json.loads(src.read_text())
+    split = src.stem
+    by_image: dict[int, list[dict[str, Any]]] = {}
+    for a in data["annotations"]:
+        by_image.setdefault(int(a["image_id"]), []).append(a)
+    anns: list[dict[str, Any]] = []
+    for img in data["images"]:
+        index = _index_of(img["file_name"])
+        cats, areas = scene_layout_categories(spec, split_seed(spec, split, index))
+        own = by_image.get(int(img["id"]), [])
+        if [int(a["area"]) for a in own] != areas:
+            raise ValueError(
+                f"{src}: image {img['file_name']}: the generator's layout does not reproduce its "
+                "entities (different spec or generator version); regenerate the dataset"
+            )
+        anns.extend({**a, "category_id": c} for a, c in zip(own, cats))
+    out = {**data, "annotations": anns, "categories": [dict(c) for c in SYNTHETIC_CATEGORIES]}
+    path = class_annotations_path(src)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_class_annotations(folder: str | os.PathLike[str], spec: SyntheticSpec) -> None:
+    """Add the missing ``<split>_classes.json`` of a generated folder (older caches)."""
+    folder = Path(folder)
+    for split_json in sorted(folder.glob("*.json")):
+        if split_json.stem.endswith("_classes") or split_json.name == "SPEC.json":
+            continue
+        if not class_annotations_path(split_json).is_file():
+            with _locked(folder / f"{split_json.stem}_classes.lock"):
+                if not class_annotations_path(split_json).is_file():
+                    write_class_annotations(spec, split_json)
 
 
 def prepare_synthetic(
