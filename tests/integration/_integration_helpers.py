@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_DATA = [
     "data.synthetic.num_train=6",
     "data.synthetic.num_val=2",
+    "data.synthetic.num_test=2",
     "data.synthetic.image_size=[320,240]",
     "data.train_short_sides=[128]",
     "data.train_max_size=192",

@@ -41,6 +41,7 @@ def test_synthetic_default_one_batch(crop, views, tmp_path):
             f"paths.root_dir={tmp_path}",
             "data.synthetic.num_train=2",
             "data.synthetic.num_val=1",
+            "data.synthetic.num_test=1",
             "data.synthetic.image_size=[256,192]",
         ]
     )

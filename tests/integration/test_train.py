@@ -227,6 +227,7 @@ def test_ddp_sim_two_ranks_see_disjoint_data(tmp_path, data_dir):
         "trainer.max_steps=3",
         "trainer.val_check_interval=3",
         "data.synthetic.num_train=8",
+        "data.synthetic.num_test=1",
         "+callbacks.seen_samples._target_=cropformer.training.callbacks.SeenSamples",
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={data_dir}",

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from cropformer.data.categories import CategorySet
 from cropformer.data.collate import collate
 from cropformer.data.dataset import EntityDataset
+from cropformer.data.draw_order import SeededShuffle
 from cropformer.data.formats.coco_panoptic import read_coco_panoptic
 from cropformer.data.formats.entityseg import read_categories, read_entityseg
 from cropformer.data.formats.images import image_records
@@ -88,7 +89,10 @@ class EntityDataModule(L.LightningDataModule):
         eval_targets: build ``targets`` in val/test batches too (only needed for a val loss; AP
             reads the GT json). Off saves the (K, T, H, W) expansion: ~1 GB per EntitySeg image
             with T = 5 views.
-        seed: base seed of the view draws.
+        seed: the data seed: training order, view draws, flips and pixel augmentation come from
+            it alone (``SeededShuffle``), so two runs with one data seed see the same samples
+            whatever their models draw from torch's RNG. The configs set it to the run's
+            ``seed``; None draws one from OS entropy (logged).
         task: ``entity`` (default: class-agnostic targets) or a class-aware task (``instance``,
             ``panoptic``, ``semantic``: targets carry contiguous class labels, see
             ``TargetClasses``); set by the ``task`` config group.
@@ -132,7 +136,7 @@ class EntityDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         predict_images: str | Sequence[str] | None = None,
         eval_targets: bool = True,
-        seed: int = 0,
+        seed: int | None = 0,
         task: str = "entity",
         format: str = "entityseg",
         panoptic_dirs: Mapping[str, str] | None = None,
@@ -174,6 +178,9 @@ class EntityDataModule(L.LightningDataModule):
         self.size_divisibility = int(size_divisibility)
         self.skip_bad_samples = bool(skip_bad_samples)
         self.jpeg_draft = bool(jpeg_draft)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % 2**31)
+            log.info("data.seed=null: drawing the training order from data seed %d", seed)
         self.seed = int(seed)
         self.synthetic: dict[str, Any] | None = None
         if synthetic:
@@ -227,7 +234,7 @@ class EntityDataModule(L.LightningDataModule):
 
         self.train_annotations = self.train_annotations or split_json("train")
         self.val_annotations = self.val_annotations or split_json("val")
-        self.test_annotations = self.test_annotations or split_json("val")
+        self.test_annotations = self.test_annotations or split_json("test")
 
     @property
     def val_annotation_file(self) -> str | None:
@@ -393,17 +400,18 @@ class EntityDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             self.setup({"train": "fit", "val": "validate"}.get(split, split))
+        dataset = self.datasets[split]
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=SeededShuffle(len(dataset), seed=self.seed) if shuffle else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=functools.partial(collate, size_divisibility=self.size_divisibility),
             worker_init_fn=_worker_init if self.num_workers > 0 else None,
             # Drop the ragged last training batch, unless that would leave no batch at all.
-            drop_last=shuffle and len(self.datasets[split]) >= batch_size,
+            drop_last=shuffle and len(dataset) >= batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:

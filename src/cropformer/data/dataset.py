@@ -17,6 +17,7 @@ from cropformer.data.records import Record
 from cropformer.data.target_classes import TargetClasses, group_labels
 from cropformer.data.transforms import SampleDraw, ViewSampler
 from cropformer.data.views import (
+    ViewSpec,
     render_image_view,
     render_label_view,
     required_scale,
@@ -73,23 +74,29 @@ class EntityDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def _rng(self, index: int, draw_seed: int | None = None) -> np.random.Generator:
         if not self.sampler.train:
             return np.random.default_rng(index)
+        if draw_seed is not None:  # from SeededShuffle: independent of the model's RNG use
+            return np.random.default_rng([draw_seed, index, self.seed or 0])
         # torch's RNG is seeded per worker and per epoch by the DataLoader (and by
         # seed_everything in the main process), so draws differ across epochs and workers
         # yet replay exactly under the same seed.
         draw = int(torch.randint(0, 2**62, (1,)).item())
         return np.random.default_rng([draw, index, self.seed or 0])
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``index``; an ``(index, draw_seed)`` pair (``SeededShuffle``) fixes its draw."""
+        draw_seed: int | None = None
+        if isinstance(index, tuple):
+            index, draw_seed = int(index[0]), int(index[1])
         tries = len(self.records) if self.skip_bad_samples else 1
         for k in range(tries):
             i = (index + k) % len(self.records)
             if i in self._bad:
                 continue
             try:
-                return self.load(i)
+                return self.load(i, draw_seed=draw_seed)
             except (SampleError, FileNotFoundError, ValueError, OSError) as e:
                 rec = self.records[i]
                 if not self.skip_bad_samples:
@@ -105,29 +112,46 @@ class EntityDataset(Dataset):
                 )
         raise SampleError("every sample of the dataset failed to load (see warnings)")
 
-    def load(self, index: int, draw: SampleDraw | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _decode_size(height: int, width: int, view: ViewSpec) -> tuple[int, int]:
+        """(h, w) a reduced-scale decode must at least have to serve ``view``."""
+        scale = required_scale([view])
+        return (
+            min(height, int(np.ceil(height * scale)) + 1),
+            min(width, int(np.ceil(width * scale)) + 1),
+        )
+
+    def load(
+        self, index: int, draw: SampleDraw | None = None, *, draw_seed: int | None = None
+    ) -> dict[str, Any]:
         """Build one sample without the skip policy (errors propagate).
 
-        ``draw`` fixes the views (benchmarks, parity checks); by default it is drawn.
+        ``draw`` fixes the views (benchmarks, parity checks); by default it is drawn, from
+        ``draw_seed`` when given (training with ``SeededShuffle``), else from torch's RNG.
         """
         rec = self.records[index]
-        rng = self._rng(index)
+        rng = self._rng(index, draw_seed)
         if draw is None:
             draw = self.sampler.draw(rec.height, rec.width, rng)
-        scale = required_scale(draw.views)
-        need = (
-            min(rec.height, int(np.ceil(rec.height * scale)) + 1),
-            min(rec.width, int(np.ceil(rec.width * scale)) + 1),
-        )
-        image, full = open_image(
-            rec.image_path,
-            min_size=need,
-            expected_size=(rec.height, rec.width),
-            draft=self.jpeg_draft,
-        )
-        if draw.flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        views = [render_image_view(image, full, v) for v in draw.views]
+        # Each view is cut from the smallest JPEG decode that serves that view alone, so a view's
+        # pixels do not depend on which other views the model asks for: the full view of
+        # CropFormer (full + crops) and of Mask2Former (full only) are identical (paired runs).
+        decoded: dict[tuple[int, int], tuple[Image.Image, tuple[int, int]]] = {}
+        views = []
+        for v in draw.views:
+            need = self._decode_size(rec.height, rec.width, v) if self.jpeg_draft else (0, 0)
+            if need not in decoded:
+                image, full = open_image(
+                    rec.image_path,
+                    min_size=need if self.jpeg_draft else None,
+                    expected_size=(rec.height, rec.width),
+                    draft=self.jpeg_draft,
+                )
+                if draw.flip:
+                    image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+                decoded[need] = (image, full)
+            image, full = decoded[need]
+            views.append(render_image_view(image, full, v))
         if self.pixel_transform is not None and self.sampler.train:
             views = self.pixel_transform(views, int(rng.integers(2**31 - 1)))
         sample: dict[str, Any] = {

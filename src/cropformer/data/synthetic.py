@@ -41,7 +41,9 @@ class SyntheticSpec:
     (see ``render_scene``). Sizes and periods are in pixels of the image on disk.
 
     Args:
-        num_train, num_val: images per split.
+        num_train, num_val, num_test: images per split. Each image is seeded by (seed, split,
+            index), so the splits are disjoint draws and growing one split changes no other.
+            ``test`` is the held-out split: no design choice of the benchmark was made on it.
         image_size: (width, height) of the images on disk.
         num_stuff: inclusive range of stuff bands per image.
         num_objects: inclusive range of objects per image (fine structures included); objects
@@ -62,6 +64,7 @@ class SyntheticSpec:
 
     num_train: int = 200
     num_val: int = 50
+    num_test: int = 100
     image_size: tuple[int, int] = (2048, 1536)
     num_stuff: tuple[int, int] = (2, 4)
     num_objects: tuple[int, int] = (10, 22)

@@ -35,10 +35,14 @@ from cropformer.data.synthetic import (
 )
 
 
+#: the split's element of each image's seed (seed, split id, index): disjoint random streams
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+SPLITS = tuple(SPLIT_IDS)
+
+
 def split_seed(spec: SyntheticSpec, split: str, index: int) -> list[int]:
     """The seed sequence of image ``index`` of a split (the one place it is defined)."""
-    split_id = 0 if split == "train" else 1
-    return [spec.seed, split_id, index]
+    return [spec.seed, SPLIT_IDS[split], index]
 
 
 def _make_one(args: tuple[SyntheticSpec, str, int, str]) -> dict[str, Any]:
@@ -87,7 +91,7 @@ def _locked(path: Path, timeout: float = 1800.0) -> Iterator[None]:
 
 def generate_split(spec: SyntheticSpec, split: str, out_dir: Path, *, processes: int = 1) -> Path:
     """Write one split's images under ``out_dir/<split>/`` and ``out_dir/<split>.json``."""
-    n = spec.num_train if split == "train" else spec.num_val
+    n = {"train": spec.num_train, "val": spec.num_val, "test": spec.num_test}[split]
     (out_dir / split).mkdir(parents=True, exist_ok=True)
     jobs = [(spec, split, i, str(out_dir)) for i in range(n)]
     if processes > 1 and n >= 4:
@@ -177,24 +181,25 @@ def ensure_class_annotations(folder: str | os.PathLike[str], spec: SyntheticSpec
 def prepare_synthetic(
     root: str | os.PathLike[str], spec: SyntheticSpec, *, processes: int | None = None
 ) -> Path:
-    """Generate (once) and return ``<root>/<spec.key()>/`` holding train/ val/ train.json val.json.
+    """Generate (once) and return ``<root>/<spec.key()>/`` holding ``<split>/`` and ``<split>.json``
+    for the train, val and test splits.
 
     Safe with concurrent callers: a file lock serialises generation, the data is written to a
     temporary folder and renamed into place, and a finished folder is reused as is.
     """
     root = Path(root)
     final = root / spec.key()
-    if (final / "val.json").is_file() and (final / "train.json").is_file():
+    if _complete(final):
         return final
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / f"{spec.key()}.lock"):
-        if (final / "val.json").is_file() and (final / "train.json").is_file():
+        if _complete(final):
             return final
         tmp = root / f".{spec.key()}.tmp-{os.getpid()}-{time.time_ns()}"
         try:
             procs = processes if processes is not None else min(2, os.cpu_count() or 1)
-            generate_split(spec, "train", tmp, processes=procs)
-            generate_split(spec, "val", tmp, processes=procs)
+            for split in SPLITS:
+                generate_split(spec, split, tmp, processes=procs)
             (tmp / "SPEC.json").write_text(json.dumps(asdict(spec), indent=1, default=list))
             if final.exists():  # a stale partial folder from an older crash: replace it
                 shutil.rmtree(final)
@@ -203,3 +208,7 @@ def prepare_synthetic(
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _complete(folder: Path) -> bool:
+    return all((folder / f"{split}.json").is_file() for split in SPLITS)

@@ -14,7 +14,7 @@ from pycocotools import mask as mask_util
 from cropformer.data.synthetic import SyntheticSpec, render_scene
 from cropformer.data.synthetic_store import prepare_synthetic
 
-TINY = SyntheticSpec(num_train=3, num_val=2, image_size=(160, 120))
+TINY = SyntheticSpec(num_train=3, num_val=2, num_test=2, image_size=(160, 120))
 
 
 def test_scene_is_a_partition_with_fine_structures():
