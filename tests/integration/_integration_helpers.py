@@ -63,3 +63,43 @@ def run_script(script: str, *args: str, timeout: int = 300, cwd: Path = REPO):
     return subprocess.run(
         [sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def gt_json_of(cfg: DictConfig, split: str = "val") -> Path:
+    """The ground-truth json a composed config evaluates ``split`` against."""
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data, _recursive_=False)
+    dm.prepare_data()
+    return Path(dm.val_annotation_file if split == "val" else dm.test_annotation_file)
+
+
+def reference_entity_ap(results_json: Path, gt_json: Path) -> float:
+    """AP^e of a results file recomputed with stock pycocotools, outside the platform's code.
+
+    Categories collapsed to one, standard COCOeval parameters: the number a run's metric must
+    match (a check that can fail, unlike a range check).
+    """
+    import contextlib
+    import io
+    import json
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = json.loads(Path(gt_json).read_text())
+    gt["categories"] = [{"id": 1, "name": "entity"}]
+    for a in gt["annotations"]:
+        a["category_id"] = 1
+    dts = [dict(r, category_id=1) for r in json.loads(Path(results_json).read_text())]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        if not dts:
+            return 0.0
+        ev = COCOeval(coco, coco.loadRes(dts), "segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(float(ev.stats[0]), 0.0) * 100.0

@@ -34,22 +34,46 @@ def test_main_job_fine_tunes_both_models_from_the_same_weights(tmp_path: Path) -
     proc = _main_job(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(last) == {"entity_ap", "baseline_entity_ap", "gain", "run_dir", "minutes"}
-    job = Path(last["run_dir"])
-    summary = json.loads((job / "summary.json").read_text())
-    full = summary["metrics"]["val_entity_ap"]
-    assert (
-        summary["entity_ap"] == full["cropformer"]
-        and round(full["cropformer"], 2) == last["entity_ap"]
+    assert set(last) == {
+        "split",
+        "entity_ap",
+        "baseline_entity_ap",
+        "gain",
+        "val_gain",
+        "run_dir",
+        "minutes",
+    }
+    assert last["split"] == "test"
+    job = (
+        REPO / last["run_dir"] if not Path(last["run_dir"]).is_absolute() else Path(last["run_dir"])
     )
-    assert abs(summary["gain"] - (full["cropformer"] - full["mask2former"])) < 1e-3
+    summary = json.loads((job / "summary.json").read_text())
+    # the headline is the held-out test split; val is reported alongside
+    test, val = summary["metrics"]["test_entity_ap"], summary["metrics"]["val_entity_ap"]
+    assert (
+        summary["entity_ap"] == test["cropformer"]
+        and round(test["cropformer"], 2) == last["entity_ap"]
+    )
+    assert summary["baseline_entity_ap"] == test["mask2former"]
+    assert abs(summary["gain"] - (test["cropformer"] - test["mask2former"])) < 1e-3
+    assert abs(summary["val_gain"] - (val["cropformer"] - val["mask2former"])) < 1e-3
     assert last["gain"] == round(summary["gain"], 2)
+    assert summary["run_dir"].startswith("<log_dir>/main_job/runs/")
+    assert str(tmp_path) not in json.dumps(summary)  # no absolute path in the summary
     cfgs = {}
     for name in ("cropformer", "mask2former"):
-        run = Path(summary["runs"][name])
-        assert run.parent == job
+        assert summary["runs"][name] == f"{summary['run_dir']}/{name}"
+        run = job / name
         cfgs[name] = yaml.safe_load((run / "config.yaml").read_text())
-        assert json.loads((run / "metrics.json").read_text())["steps"] == 4
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["steps"] == 4
+        assert metrics["test_entity_num_images"] == 2 and metrics["val_entity_num_images"] == 2
+        prov = summary["provenance"][name]
+        assert prov["commit"] and prov["data"]["synthetic_key"] and prov["wall_minutes"] > 0
+        assert prov["config"]["sha256"] and (run / prov["config"]["file"]).is_file()
+    # one benchmark, one data seed, one code state for both runs
+    pa, pb = summary["provenance"]["cropformer"], summary["provenance"]["mask2former"]
+    assert pa["data"] == pb["data"] and pa["commit"] == pb["commit"]
     cf, m2f = cfgs["cropformer"], cfgs["mask2former"]
     # same start, same budget, same images per step, same seed; crops only for CropFormer
     assert cf["model"]["init_checkpoint"] == m2f["model"]["init_checkpoint"]

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cropformer.api import describe_settings, load_module, views_from_data_config
+from cropformer.cli import provenance
 from cropformer.cli.common import (
     check_data_paths,
     pixel_decoder_setting,
@@ -80,6 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pixel_decoder = pixel_decoder_setting(cfg.get("pixel_decoder", "auto"))
     check_values(cfg)
     run_dir = start_run(cfg, show_config=False)
+    prov = provenance.start(cfg, run_dir)
     checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))
     assert checkpoint is not None
     resolve_loader_settings(cfg)
@@ -128,6 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint": str(checkpoint),
         "run_dir": str(run_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
+        "provenance": provenance.finish(prov),
     }
     if trainer.global_rank == 0:
         if cfg.get("save_predictions", True):

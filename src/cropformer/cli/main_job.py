@@ -1,10 +1,12 @@
 """``make train``: the paper's claim on the embedded benchmark, in one command.
 
 Fine-tunes CropFormer-tiny and its Mask2Former-tiny baseline from the same pre-trained
-Mask2Former weights with the same budget (``experiment=embedded_cropformer`` and
-``experiment=embedded_mask2former``), evaluates both on the same validation scenes, and prints
-one JSON line: ``entity_ap`` (CropFormer), ``baseline_entity_ap`` (Mask2Former), ``gain``,
-``run_dir``, ``minutes``. Extra command-line overrides apply to both runs, e.g.
+Mask2Former weights with the same budget and the same data seed (``experiment=embedded_cropformer``
+and ``experiment=embedded_mask2former``: paired runs, the same images, order and view draws),
+evaluates both on the held-out test scenes (the validation scenes alongside), and prints one
+JSON line: ``entity_ap`` (CropFormer, test), ``baseline_entity_ap`` (Mask2Former, test),
+``gain``, ``val_gain``, ``run_dir``, ``minutes``. ``summary.json`` holds every metric of both
+runs and both runs' provenance. Extra command-line overrides apply to both runs, e.g.
 ``python -m cropformer.cli.main_job seed=2`` or ``trainer.max_steps=100``.
 """
 
@@ -17,23 +19,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cropformer.cli import provenance
 from cropformer.cli.common import user_errors_exit, write_json
 from cropformer.utils.config import compose_config
 from cropformer.utils.errors import UserError
 
 # (name in the summary, experiment preset); CropFormer first: its number is the headline.
 RUNS = (("cropformer", "embedded_cropformer"), ("mask2former", "embedded_mask2former"))
-# metrics compared between the two runs (keys of train()'s summary)
-COMPARED = (
-    "val_entity_ap",
-    "val_entity_ap50",
-    "val_entity_ap75",
-    "val_entity_ap_s",
-    "val_entity_ap_m",
-    "val_entity_ap_l",
-    "val_entity_ar100",
-    "val_boundary_ap",
+# metrics compared between the two runs (keys of train()'s summary), test split first
+_METRICS = (
+    "entity_ap",
+    "entity_ap50",
+    "entity_ap75",
+    "entity_ap_s",
+    "entity_ap_m",
+    "entity_ap_l",
+    "entity_ar100",
+    "boundary_ap",
 )
+COMPARED = tuple(f"{split}_{m}" for split in ("test", "val") for m in _METRICS)
 
 
 def _job_dir(overrides: list[str]) -> Path:
@@ -41,6 +45,23 @@ def _job_dir(overrides: list[str]) -> Path:
     cfg = compose_config([*overrides, "paths.output_dir=."])
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S") + f"_{time.time_ns() // 1000 % 10**6:06d}"
     return Path(str(cfg.paths.log_dir)).resolve() / "main_job" / "runs" / stamp
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (what a user types)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _ap(summary: dict[str, Any], split: str) -> float:
+    value = summary.get(f"{split}_entity_ap")
+    return float(value) if value is not None else math.nan
+
+
+def _gain(a: float, b: float) -> float | None:
+    return round(a - b, 4) if math.isfinite(a - b) else None
 
 
 def compare(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -67,21 +88,27 @@ def main_job(overrides: list[str]) -> dict[str, Any]:
             [f"experiment={experiment}", *overrides, f"paths.output_dir={job_dir / name}"]
         )
         summaries[name] = train(cfg)
-    cf_ap = float(summaries["cropformer"]["entity_ap"])
-    m2f_ap = float(summaries["mask2former"]["entity_ap"])
+    cf, m2f = summaries["cropformer"], summaries["mask2former"]
     result = {
-        "entity_ap": cf_ap,
-        "baseline_entity_ap": m2f_ap,
-        "gain": round(cf_ap - m2f_ap, 4) if math.isfinite(cf_ap - m2f_ap) else None,
-        "run_dir": str(job_dir),
+        "split": "test",
+        "entity_ap": _ap(cf, "test"),
+        "baseline_entity_ap": _ap(m2f, "test"),
+        "gain": _gain(_ap(cf, "test"), _ap(m2f, "test")),
+        "val_gain": _gain(_ap(cf, "val"), _ap(m2f, "val")),
+        "run_dir": _shown_path(job_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
     }
     table = compare(summaries)
+    roots = provenance.path_roots(cfg)
     summary = {
         **result,
+        "run_dir": provenance.relative_path(job_dir, roots),
         "overrides": overrides,
         "metrics": table,
-        "runs": {k: v.get("run_dir") for k, v in summaries.items()},
+        "runs": {
+            k: provenance.relative_path(str(v.get("run_dir")), roots) for k, v in summaries.items()
+        },
+        "provenance": {k: v.get("provenance") for k, v in summaries.items()},
     }
     write_json(job_dir / "summary.json", summary)
     _print_table(table)
@@ -97,7 +124,7 @@ def _print_table(metrics: dict[str, dict[str, Any]]) -> None:
 
     print(f"\n{'metric':<18}{'CropFormer':>12}{'Mask2Former':>13}{'gain':>8}")
     for key, row in metrics.items():
-        name = key.removeprefix("val_")
+        name = key.replace("_entity_", " ").replace("_boundary_", " boundary_")
         print(
             f"{name:<18}{fmt(row['cropformer']):>12}{fmt(row['mask2former']):>13}"
             f"{fmt(row['gain']):>8}"

@@ -11,6 +11,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cropformer.cli import provenance
 from cropformer.cli.common import (
     check_data_paths,
     check_resume_matches,
@@ -76,6 +77,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.time()
     check_values(cfg)
     run_dir = start_run(cfg, show_config=True)
+    prov = provenance.start(cfg, run_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
@@ -122,6 +124,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "last_checkpoint": str(last) if last.is_file() else None,
         "run_dir": str(run_dir),
         "minutes": round((time.time() - started) / 60.0, 2),
+        "provenance": provenance.finish(prov),
     }
     _finish_loggers(objects["loggers"])
     if trainer.global_rank == 0:

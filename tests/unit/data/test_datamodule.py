@@ -13,7 +13,9 @@ from cropformer.data.datamodule import EntityDataModule
 
 def _dm(tmp_path, **kw):
     args = dict(
-        synthetic=dict(root=str(tmp_path / "syn"), num_train=4, num_val=2, num_test=2, image_size=[320, 240]),
+        synthetic=dict(
+            root=str(tmp_path / "syn"), num_train=4, num_val=2, num_test=2, image_size=[320, 240]
+        ),
         train_short_sides=[96, 128],
         train_max_size=200,
         test_short_side=128,
