@@ -103,7 +103,7 @@ def main_job(overrides: list[str]) -> dict[str, Any]:
     summary = {
         **result,
         "run_dir": provenance.relative_path(job_dir, roots),
-        "overrides": overrides,
+        "overrides": provenance.relativize_overrides(overrides, roots),
         "metrics": table,
         "runs": {
             k: provenance.relative_path(str(v.get("run_dir")), roots) for k, v in summaries.items()

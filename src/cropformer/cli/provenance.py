@@ -96,6 +96,15 @@ def relativize(node: Any, roots: dict[str, Path]) -> Any:
     return node
 
 
+def relativize_overrides(overrides: list[str], roots: dict[str, Path]) -> list[str]:
+    """Command-line overrides with absolute path values written relative to the roots."""
+    out = []
+    for o in overrides:
+        key, sep, value = o.partition("=")
+        out.append(f"{key}={relative_path(value, roots)}" if sep and os.path.isabs(value) else o)
+    return out
+
+
 def path_roots(cfg: DictConfig | None = None) -> dict[str, Path]:
     """The roots records are relative to: the log root, the data root and the repository."""
     roots: dict[str, Path] = {}
