@@ -34,7 +34,6 @@ from cropformer.data.synthetic import (
     scene_layout_categories,
 )
 
-
 #: the split's element of each image's seed (seed, split id, index): disjoint random streams
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 SPLITS = tuple(SPLIT_IDS)

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pytest
+from helpers.coco_panoptic_sample import build_panoptic_json
 
 from cropformer.data.categories import Category, CategorySet, category_isthing
 from cropformer.data.formats.coco_panoptic import read_ade20k_panoptic, read_coco_panoptic
 from cropformer.data.formats.entityseg import read_categories, read_entityseg
 from cropformer.data.records import Entity
 from cropformer.data.target_classes import TargetClasses
-from tests.helpers.coco_panoptic_sample import build_panoptic_json
 
 
 def test_category_set_maps_ids_both_ways_and_reads_both_thing_conventions():
@@ -185,11 +185,12 @@ def test_synthetic_kinds_are_additive(tmp_path):
         write_class_annotations,
     )
 
-    # the cache key of the embedded benchmark is unchanged by the class-aware addition
-    assert SyntheticSpec().key() == "102fe4563200"
-    spec = SyntheticSpec(num_train=3, num_val=2, image_size=(256, 192))
+    # the cache key of the embedded benchmark (with its 100-scene test split) is unchanged by
+    # the class-aware addition
+    assert SyntheticSpec().key() == "98582fdc9adb"
+    spec = SyntheticSpec(num_train=3, num_val=2, num_test=2, image_size=(256, 192))
     folder = prepare_synthetic(tmp_path, spec, processes=1)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         plain = json.loads((folder / f"{split}.json").read_text())
         classes = json.loads(class_annotations_path(folder / f"{split}.json").read_text())
         assert classes["images"] == plain["images"]
