@@ -64,8 +64,8 @@ EXTRA_PRESETS: tuple[tuple[str, str], ...] = (
 
 
 def options(group: str) -> list[str]:
-    """The options of a config group (its YAML files, sorted)."""
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The presets of a config group (its YAML files, sorted; ``_name``: shared parts)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

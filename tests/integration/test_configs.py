@@ -33,7 +33,12 @@ HEAVY_MODELS = ("swinl", "hornetl")  # ~200 M parameters: instantiated only in t
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """Presets of a group (``_name.yaml``: a shared part, e.g. conf/model/_base.yaml)."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _parts(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("_*.yaml"))
 
 
 def _override(group: str, option: str) -> str:
@@ -97,16 +102,31 @@ def _assert_selects(cfg: DictConfig, group: str, option: str) -> int:
         if not isinstance(entry, dict):
             continue
         for k, sub in entry.items():
-            if not k.startswith("override /") or sub is None:
+            if sub is None or (k.startswith("/") or " " in k) and not k.startswith("override /"):
                 continue
-            sub_group = k.removeprefix("override /")
-            sub_raw = OmegaConf.to_container(OmegaConf.load(CONF / sub_group / f"{sub}.yaml"))
+            if k.startswith("override /"):
+                sub_group = k.removeprefix("override /")
+            else:  # a sub-group of this group (e.g. model: `backbone: r50`)
+                sub_group = f"{group}/{k}"
+            sub_path = CONF / sub_group / f"{sub}.yaml"
+            sub_raw = OmegaConf.to_container(OmegaConf.load(sub_path), resolve=False)
             assert isinstance(sub_raw, dict)
             sub_raw.pop("defaults", None)
-            prefix = tuple(sub_group.split("/"))
+            header = sub_path.read_text().split("\n", 1)[0]
+            if header.startswith("# @package ") and "_global_" not in header:
+                prefix = tuple(header.removeprefix("# @package ").strip().split("."))
+            else:
+                prefix = tuple(sub_group.split("/"))
+            own_prefix = tuple(group.split("/"))
             for key, value in _leaves(sub_raw):
+                if not key:
+                    continue  # a file of defaults only (e.g. a composed model)
                 full = (*prefix, *key) if is_global else key
-                if any(_overlaps(full, s) for s in set_here):
+                if prefix[: len(own_prefix)] == own_prefix and not k.startswith("override /"):
+                    full = (*prefix[len(own_prefix) :], *key)  # relative to this option
+                    if any(_overlaps(full, o) for o, _ in own if o):
+                        continue  # the option itself sets this key
+                elif any(_overlaps(full, s) for s in set_here):
                     continue  # the option itself sets this key
                 assert _at(composed, (*prefix, *key)) == value, f"{sub_group}={sub}: {key}"
                 checked += 1
@@ -129,9 +149,10 @@ def test_every_yaml_belongs_to_a_group():
         "model/criterion",
         "model/fusion",
         "model/backbone",
+        "model/association",
         "local",
     ]:
-        known |= {f"{group}/{o}.yaml" for o in _options(group)}
+        known |= {f"{group}/{o}.yaml" for o in _options(group) + _parts(group)}
     assert files <= known, f"configs outside the known groups: {sorted(files - known)}"
 
 

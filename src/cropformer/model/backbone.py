@@ -81,6 +81,19 @@ def _swin_block_official(block: Any, x: Tensor, shift_mask: Tensor | None = None
     return x + block.drop_path2(block.mlp(block.norm2(x)))
 
 
+def check_declared_channels(name: str, declared: Sequence[int] | None, actual: list[int]) -> None:
+    """A backbone config's ``channels`` must be the widths the built backbone gives.
+
+    Raises:
+        ValueError: naming the backbone, both lists and the key to fix.
+    """
+    if declared is not None and [int(c) for c in declared] != list(actual):
+        raise ValueError(
+            f"backbone {name}: its stages give {list(actual)} channels but its config declares "
+            f"channels={list(declared)}; set model.net.backbone.channels={list(actual)}"
+        )
+
+
 class TimmBackbone(nn.Module):
     """A timm feature extractor returning ``len(out_indices)`` NCHW maps (strides 4/8/16/32).
 
@@ -97,6 +110,9 @@ class TimmBackbone(nn.Module):
         swin_official_windows: official detection-Swin windowing (see module docstring).
         drop_path_rate: stochastic depth (official Swin 0.3).
         model_kwargs: further keyword arguments for ``timm.create_model`` (e.g. embed_dim).
+        channels: the stage widths this backbone gives, as its config declares them (the pixel
+            decoder's ``in_channels`` interpolate them); checked against the built model.
+            None: not declared.
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class TimmBackbone(nn.Module):
         swin_official_windows: bool = True,  # parity: detection-Swin padding/shift order
         drop_path_rate: float = 0.0,
         model_kwargs: dict[str, Any] | None = None,
+        channels: Sequence[int] | None = None,
     ):
         super().__init__()
         kwargs: dict[str, Any] = dict(model_kwargs or {})
@@ -158,6 +175,7 @@ class TimmBackbone(nn.Module):
         self.channels: list[int] = list(info.channels())
         self.strides: list[int] = list(info.reduction())
         self.model_name = model_name
+        check_declared_channels(model_name, channels, self.channels)
         self._official_swin = bool(
             is_swin
             and swin_official_windows

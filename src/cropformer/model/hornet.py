@@ -23,6 +23,8 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cropformer.model.backbone import check_declared_channels
+
 # official HorNet-L GF (CropFormer config.py MODEL.HORNET defaults)
 HORNET_L_DEPTHS = (2, 3, 18, 2)
 HORNET_L_ORDERS = (2, 3, 4, 5)
@@ -229,6 +231,8 @@ class HorNet(nn.Module):
         grad_checkpointing: recompute each block in the backward pass (less training memory;
             same outputs and gradients).
         in_channels: input channels.
+        channels: the stage widths as the config declares them (the pixel decoder's
+            ``in_channels`` interpolate them); must be ``base_dim`` x 1/2/4/8. None: not declared.
     """
 
     def __init__(
@@ -243,6 +247,7 @@ class HorNet(nn.Module):
         layer_scale_init: float = 1e-6,
         grad_checkpointing: bool = False,
         in_channels: int = 3,
+        channels: Sequence[int] | None = None,
     ):
         super().__init__()
         depths, orders = list(depths), list(orders)
@@ -257,6 +262,7 @@ class HorNet(nn.Module):
                 f"global_filter_sizes entries are [h, w] or null, got {global_filter_sizes}"
             )
         dims = [base_dim * 2**i for i in range(4)]
+        check_declared_channels(f"HorNet base_dim={base_dim}", channels, dims)
         self.channels: list[int] = dims
         self.strides: list[int] = [4, 8, 16, 32]
         self.grad_checkpointing = grad_checkpointing

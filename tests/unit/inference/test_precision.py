@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -18,9 +16,10 @@ from cropformer.utils.errors import UserError
 def tiny_cropformer():
     from hydra.utils import instantiate
 
-    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / "cropformer_tiny.yaml"
+    from cropformer.utils.config import compose_config
+
     torch.manual_seed(0)
-    return instantiate(OmegaConf.load(conf).net)
+    return instantiate(compose_config(["model=cropformer_tiny", "paths.output_dir=."]).model.net)
 
 
 def _outputs(seed: int = 0, T: int = 3, Q: int = 6, h: int = 12, w: int = 16):

@@ -152,15 +152,13 @@ def test_bad_arguments_raise(kwargs, match):
 
 @pytest.fixture(scope="module")
 def tiny_nets():
-    from pathlib import Path
-
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    conf = Path(__file__).resolve().parents[3] / "conf" / "model"
+    from cropformer.utils.config import compose_config
+
     torch.manual_seed(0)
     return {
-        name: instantiate(OmegaConf.load(conf / f"{name}.yaml").net)
+        name: instantiate(compose_config([f"model={name}", "paths.output_dir=."]).model.net)
         for name in ("cropformer_tiny", "mask2former_tiny")
     }
 

@@ -128,3 +128,14 @@ def test_pretrained_loads_a_local_file(tmp_path) -> None:
 def test_unknown_model_name_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no_such_net"):
         TimmBackbone(model_name="no_such_net")
+
+
+def test_declared_channels_are_checked() -> None:
+    net = TimmBackbone(
+        model_name="regnetx_002", out_indices=[1, 2, 3, 4], channels=[24, 56, 152, 368]
+    )
+    assert net.channels == [24, 56, 152, 368]
+    with pytest.raises(ValueError, match=r"regnetx_002.*channels=\[24, 56, 152, 369\].*model\.net"):
+        TimmBackbone(
+            model_name="regnetx_002", out_indices=[1, 2, 3, 4], channels=[24, 56, 152, 369]
+        )

@@ -184,3 +184,9 @@ def test_bad_arguments_raise_clear_errors(kwargs: dict, match: str) -> None:
 def test_constructor_is_keyword_only() -> None:
     with pytest.raises(TypeError):
         HorNet(16)  # type: ignore[misc]
+
+
+def test_declared_channels_must_be_the_stage_widths() -> None:
+    assert _small(channels=[16, 32, 64, 128]).channels == [16, 32, 64, 128]
+    with pytest.raises(ValueError, match=r"base_dim=16.*\[16, 32, 64, 128\].*channels=\[192"):
+        _small(channels=[192, 384, 768, 1536])
