@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from cropformer.data.datamodule import EntityDataModule
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-DATA_CONFIGS = sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+DATA_CONFIGS = sorted(p.stem for p in (CONF / "data").glob("[!_]*.yaml"))
 KEYS = ("image_root", "train_annotations", "val_annotations", "test_annotations")
 
 
