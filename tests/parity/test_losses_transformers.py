@@ -129,3 +129,70 @@ def test_single_view_losses_equal_transformers(counts: list[int]) -> None:
     for key, value in ref.items():
         our_key = key.replace("loss_cross_entropy", "loss_ce")
         torch.testing.assert_close(ours[our_key], value.float(), atol=1e-5, rtol=0, msg=key)
+
+
+def _class_inputs(counts: list[int], layers: int, num_classes: int, seed: int):
+    """The inputs above with C + 1 class logits and a class label per target."""
+    preds, targets = _inputs(counts, layers, seed)
+    gen = torch.Generator().manual_seed(1000 + seed)
+    preds = [(m, 2 * torch.randn(*c.shape[:2], num_classes + 1, generator=gen)) for m, c in preds]
+    labels = [torch.randint(0, num_classes, (len(t),), generator=gen) for t in targets]
+    return preds, targets, labels
+
+
+@pytest.mark.parametrize("counts", [[3, 5, 1], [0, 4]])
+def test_class_aware_matching_equals_transformers(counts: list[int]) -> None:
+    # class cost -p(target class) over C + 1 logits (Mask2Former COCO panoptic: C = 133)
+    preds, targets, labels = _class_inputs(counts, 1, num_classes=133, seed=2)
+    masks, logits = preds[0]
+    peer = hf.Mask2FormerHungarianMatcher(
+        cost_class=2.0, cost_mask=5.0, cost_dice=5.0, num_points=POINTS
+    )
+    torch.manual_seed(5)
+    ref = peer(masks, logits, [t.float() for t in targets], labels)
+    torch.manual_seed(5)
+    ours = HungarianMatcher(num_points=POINTS)(logits, masks, targets, target_labels=labels)
+    for (q, t), (q_ref, t_ref) in zip(ours, ref, strict=True):
+        assert torch.equal(q, q_ref) and torch.equal(t, t_ref)
+
+
+@pytest.mark.parametrize("num_classes", [5, 133])
+def test_class_aware_losses_equal_transformers(num_classes: int) -> None:
+    layers = 3
+    preds, targets, labels = _class_inputs([3, 5, 2], layers, num_classes, seed=4)
+    config = transformers.Mask2FormerConfig(
+        num_labels=num_classes,
+        no_object_weight=0.1,
+        class_weight=2.0,
+        mask_weight=5.0,
+        dice_weight=5.0,
+        train_num_points=POINTS,
+        oversample_ratio=3.0,
+        importance_sample_ratio=0.75,
+    )
+    peer = hf.Mask2FormerLoss(config, weight_dict={})
+    aux = [{"masks_queries_logits": m, "class_queries_logits": c} for m, c in preds[:-1]]
+    torch.manual_seed(3)
+    ref = peer(
+        preds[-1][0], preds[-1][1], [t.float() for t in targets], labels, auxiliary_predictions=aux
+    )
+    criterion = CropFormerCriterion(
+        matcher=HungarianMatcher(num_points=POINTS), num_points=POINTS, num_classes=num_classes
+    )
+    outputs = {
+        "image_level": {
+            "pred_masks": preds[-1][0],
+            "pred_logits": preds[-1][1],
+            "aux_outputs": [{"pred_masks": m, "pred_logits": c} for m, c in preds[:-1]],
+        }
+    }
+    class_targets = [
+        {"masks": t[:, None], "valid": torch.ones(len(t), 1, dtype=torch.bool), "labels": lab}
+        for t, lab in zip(targets, labels)
+    ]
+    torch.manual_seed(3)
+    ours = criterion(outputs, class_targets)
+    assert len(ours) == len(ref) == 3 * layers
+    for key, value in ref.items():
+        our_key = key.replace("loss_cross_entropy", "loss_ce")
+        torch.testing.assert_close(ours[our_key], value.float(), atol=1e-5, rtol=0, msg=key)

@@ -3,7 +3,8 @@
 For every decoder prediction (the final one and, with deep supervision, each earlier one) the
 queries are matched to the targets (``HungarianMatcher``) and three raw terms are computed:
 
-- ``loss_ce``: cross-entropy over {entity, no-object} for all queries, no-object weighted 0.1;
+- ``loss_ce``: cross-entropy over the C classes + no-object for all queries, no-object weighted
+  0.1 (entity tasks: C = 1, {entity, no-object}; class-aware tasks: the targets' ``labels``);
 - ``loss_mask``: sigmoid BCE on importance-sampled points, summed over matched masks / num_masks;
 - ``loss_dice``: dice on the same points, summed over matched masks / num_masks.
 
@@ -117,6 +118,8 @@ class CropFormerCriterion(nn.Module):
         num_predictions: supervised predictions per pass (official DEC_LAYERS, 10); only used to
             list ``weight_dict`` (which also grows to the most predictions seen in a call);
             ``total`` accepts any number of layers.
+        num_classes: C, classes of the class head (1 = entity; the head has C + 1 logits, the last
+            one no-object). Targets without ``labels`` are class 0.
 
     Randomness: all uniform points come from ``point_source`` (``set_point_source``); setting
     ``mask_point_sampler`` (``(R, 1, h, w) logits -> (R, P, 2) points``) replaces the importance
@@ -140,6 +143,7 @@ class CropFormerCriterion(nn.Module):
         single_pass_weight: float = 1.0,
         deep_supervision: bool = True,
         num_predictions: int = 10,
+        num_classes: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(matcher, HungarianMatcher):
@@ -178,10 +182,14 @@ class CropFormerCriterion(nn.Module):
         self.deep_supervision = bool(deep_supervision)
         self.num_predictions = int(num_predictions)
         self._most_predictions_seen = 0
+        if num_classes < 1:
+            raise ValueError(f"CropFormerCriterion: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
         # Not persistent: checkpoints hold the model, the weights come from the config.
-        self.register_buffer(
-            "class_weights", torch.tensor([1.0, float(no_object_weight)]), persistent=False
-        )
+        # (official ``empty_weight``: 1 for every class, eos_coef for no-object)
+        weights = torch.ones(self.num_classes + 1)
+        weights[-1] = float(no_object_weight)
+        self.register_buffer("class_weights", weights, persistent=False)
         self.point_source: PointSource = matcher.point_source
         self.mask_point_sampler: Callable[[Tensor], Tensor] | None = None
         #: Matchings of the last call: {pass suffix: [indices of final, _0, _1, ...]}.
@@ -254,15 +262,30 @@ class CropFormerCriterion(nn.Module):
         for b, target in enumerate(targets):
             self._check_target(b, target, num_views)
 
+        num_logits = int(image_level["pred_logits"].shape[-1])
+        if num_logits != self.num_classes + 1:
+            raise ValueError(
+                f"CropFormerCriterion: the class head gives {num_logits} logits but the criterion "
+                f"has num_classes={self.num_classes} (+1 no-object); set model.criterion."
+                "num_classes to the decoder's num_classes"
+            )
+        labels = [self._labels_of(b, target) for b, target in enumerate(targets)]
         # Image-level targets: view t of image b holds the entities valid in that view.
         view_targets = [
             target["masks"][target["valid"][:, t], t]
             for target in targets
             for t in range(num_views)
         ]
+        view_labels = [
+            lab[target["valid"][:, t].to(lab.device)]
+            for target, lab in zip(targets, labels)
+            for t in range(num_views)
+        ]
         batch_level = outputs.get("batch_level")
         self.last_indices = {}
-        losses = self._pass_losses(image_level, view_targets, "" if batch_level is None else "_2d")
+        losses = self._pass_losses(
+            image_level, view_targets, "" if batch_level is None else "_2d", view_labels
+        )
         if batch_level is not None:
             shape = tuple(self._masks_of(batch_level, batch_level, None).shape)
             if len(shape) != 5 or shape[0] != num_images or shape[2] != num_views:
@@ -272,8 +295,28 @@ class CropFormerCriterion(nn.Module):
                 )
             # Batch-level targets: all K entities in all views, empty where not valid.
             entity_targets = [self._masks_where_valid(target) for target in targets]
-            losses.update(self._pass_losses(batch_level, entity_targets, "_3d"))
+            losses.update(self._pass_losses(batch_level, entity_targets, "_3d", labels))
         return losses
+
+    def _labels_of(self, b: int, target: EntityTarget) -> Tensor:
+        """The (K,) class index of every target of image b (0 without ``labels``)."""
+        k = int(target["masks"].shape[0])
+        device = target["masks"].device
+        labels = target.get("labels")
+        if labels is None:
+            return torch.zeros(k, dtype=torch.int64, device=device)
+        labels = labels.to(device=device, dtype=torch.int64)
+        if tuple(labels.shape) != (k,):
+            raise ValueError(
+                f"CropFormerCriterion: targets[{b}]['labels'] has shape {tuple(labels.shape)}, "
+                f"expected ({k},)"
+            )
+        if k and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"CropFormerCriterion: targets[{b}]['labels'] has classes outside "
+                f"0..{self.num_classes - 1} (min {int(labels.min())}, max {int(labels.max())})"
+            )
+        return labels
 
     @staticmethod
     def _check_target(b: int, target: EntityTarget, num_views: int) -> None:
@@ -325,7 +368,11 @@ class CropFormerCriterion(nn.Module):
         return FactoredMasks(embed, mask_features if features is None else features)
 
     def _pass_losses(
-        self, outputs: PassOutputs, target_masks: list[Tensor], suffix: str
+        self,
+        outputs: PassOutputs,
+        target_masks: list[Tensor],
+        suffix: str,
+        target_labels: list[Tensor] | None = None,
     ) -> dict[str, Tensor]:
         device = outputs["pred_logits"].device
         num_masks = average_num_masks(sum(int(m.shape[0]) for m in target_masks), device)
@@ -346,26 +393,41 @@ class CropFormerCriterion(nn.Module):
             pred_logits = prediction["pred_logits"]
             assert isinstance(pred_logits, Tensor)
             masks = self._masks_of(prediction, outputs, features)
-            indices = self.matcher(pred_logits, masks, target_masks)
+            indices = self.matcher(pred_logits, masks, target_masks, target_labels=target_labels)
             all_indices.append(indices)
-            losses[f"loss_ce{layer}{suffix}"] = self.loss_labels(pred_logits, indices)
+            losses[f"loss_ce{layer}{suffix}"] = self.loss_labels(
+                pred_logits, indices, target_labels
+            )
             loss_mask, loss_dice = self.loss_masks(masks, target_masks, indices, num_masks)
             losses[f"loss_mask{layer}{suffix}"] = loss_mask
             losses[f"loss_dice{layer}{suffix}"] = loss_dice
         self.last_indices[suffix.lstrip("_")] = all_indices
         return losses
 
-    def loss_labels(self, pred_logits: Tensor, indices: Indices) -> Tensor:
-        """Weighted CE over {entity, no-object} of all B*Q query slots.
+    def loss_labels(
+        self, pred_logits: Tensor, indices: Indices, target_labels: Sequence[Tensor] | None = None
+    ) -> Tensor:
+        """Weighted CE over the C classes + no-object of all B*Q query slots.
 
         Shape:
-            pred_logits: (B, Q, 2); returns a scalar.
+            pred_logits: (B, Q, C+1); target_labels: B tensors (K_b,) (None: all class 0);
+            returns a scalar.
         """
         with torch.autocast(device_type=pred_logits.device.type, enabled=False):
             logits = pred_logits.float()
-            classes = torch.ones(logits.shape[:2], dtype=torch.int64, device=logits.device)
+            no_object = logits.shape[-1] - 1
+            classes = torch.full(
+                logits.shape[:2], no_object, dtype=torch.int64, device=logits.device
+            )
             batch_idx, query_idx = _source_index(indices, logits.device)
-            classes[batch_idx, query_idx] = 0  # matched queries are entities
+            if target_labels is None:
+                classes[batch_idx, query_idx] = 0  # matched queries are entities
+            else:
+                matched = [
+                    lab.to(logits.device)[tgt] for lab, (_, tgt) in zip(target_labels, indices)
+                ]
+                if matched:
+                    classes[batch_idx, query_idx] = torch.cat(matched)
             weight = self.class_weights
             assert isinstance(weight, Tensor)
             weight = weight.to(logits.device)

@@ -55,7 +55,8 @@ def pairwise_dice_cost(logits: Tensor, targets: Tensor) -> Tensor:
 class HungarianMatcher(nn.Module):
     """Minimum-cost one-to-one assignment of queries to ground-truth entities, per image.
 
-    cost = cost_class * (-p(entity)) + cost_mask * BCE + cost_dice * dice, with BCE and dice on
+    cost = cost_class * (-p(target class)) + cost_mask * BCE + cost_dice * dice (entity tasks:
+    the target class is 0, "entity"), with BCE and dice on
     ``num_points`` uniform points shared by all queries and targets of an image (and reused in
     every view when the masks have a view axis). Costs are computed in fp32 (autocast off) and
     sanitised (NaN and +-inf become large finite values) before scipy sees them.
@@ -91,7 +92,12 @@ class HungarianMatcher(nn.Module):
 
     @torch.no_grad()
     def cost_matrix(
-        self, pred_logits: Tensor, pred_masks: Tensor, target_masks: Tensor, point_coords: Tensor
+        self,
+        pred_logits: Tensor,
+        pred_masks: Tensor,
+        target_masks: Tensor,
+        point_coords: Tensor,
+        target_labels: Tensor | None = None,
     ) -> Tensor:
         """Sanitised fp32 cost matrix of one image.
 
@@ -106,11 +112,18 @@ class HungarianMatcher(nn.Module):
                 preds = preds.unsqueeze(1)
             coords = point_coords.float()
             pred_points = point_sample(preds, coords.expand(preds.shape[0], -1, -1))
-        return self.cost_from_points(pred_logits, pred_points, target_masks, point_coords)
+        return self.cost_from_points(
+            pred_logits, pred_points, target_masks, point_coords, target_labels
+        )
 
     @torch.no_grad()
     def cost_from_points(
-        self, pred_logits: Tensor, pred_points: Tensor, target_masks: Tensor, point_coords: Tensor
+        self,
+        pred_logits: Tensor,
+        pred_points: Tensor,
+        target_masks: Tensor,
+        point_coords: Tensor,
+        target_labels: Tensor | None = None,
     ) -> Tensor:
         """Sanitised fp32 cost matrix of one image from the predictions' point logits.
 
@@ -126,10 +139,14 @@ class HungarianMatcher(nn.Module):
             # (Q, T, P) -> (Q, T*P): view-major flattening, as the official view matcher.
             pred_points = pred_points.float().flatten(1)
             tgt_points = sample_masks_at_points(target_masks, coords).flatten(1)
-            probs = pred_logits.float().softmax(-1)[:, 0]  # class-agnostic: index 0 = entity
+            probs = pred_logits.float().softmax(-1)
+            if target_labels is None:  # class-agnostic: index 0 = entity
+                class_prob = probs[:, :1]
+            else:  # official: -p(target class) per (query, target)
+                class_prob = probs[:, target_labels.to(probs.device)]
             cost = (
                 self.cost_mask * pairwise_sigmoid_bce_cost(pred_points, tgt_points)
-                + self.cost_class * (-probs[:, None])
+                + self.cost_class * (-class_prob)
                 + self.cost_dice * pairwise_dice_cost(pred_points, tgt_points)
             )
         # parity: the official matcher hands non-finite costs to scipy, which raises; here they
@@ -145,6 +162,7 @@ class HungarianMatcher(nn.Module):
         pred_masks: Tensor | FactoredMasks,
         target_masks: Sequence[Tensor],
         point_coords: Tensor | None = None,
+        target_labels: Sequence[Tensor] | None = None,
     ) -> list[tuple[Tensor, Tensor]]:
         """Matches each image's queries to its targets.
 
@@ -154,6 +172,7 @@ class HungarianMatcher(nn.Module):
                 same logits as ``FactoredMasks`` (evaluated at the points only);
             target_masks: B tensors (K_b, H, W), or (K_b, T, H, W) with a view axis (bool);
             point_coords: (B, P, 2).
+            target_labels: B tensors (K_b,) of class indices (None: every target is class 0).
 
         Args:
             point_coords: optional points to use instead of drawing (P may differ from
@@ -199,12 +218,15 @@ class HungarianMatcher(nn.Module):
             if target.shape[0] == 0:
                 costs.append(None)
                 continue
+            labels = None if target_labels is None else target_labels[b]
             if isinstance(pred_masks, FactoredMasks):
                 # embed . sampled features == the full logits sampled (linearity), Q*C*P MACs
                 points = pred_masks.point_logits(b, coords.to(pred_masks.device))
-                costs.append(self.cost_from_points(pred_logits[b], points, target, coords))
+                costs.append(self.cost_from_points(pred_logits[b], points, target, coords, labels))
             else:
-                costs.append(self.cost_matrix(pred_logits[b], pred_masks[b], target, coords))
+                costs.append(
+                    self.cost_matrix(pred_logits[b], pred_masks[b], target, coords, labels)
+                )
         # One device-to-host copy for the whole batch instead of one synchronisation per image.
         present = [c for c in costs if c is not None]
         host = torch.cat([c.flatten() for c in present]).cpu() if present else None
