@@ -33,7 +33,7 @@ from cropformer.data.dataset import EntityDataset
 from cropformer.data.decode import encode_mask
 from cropformer.data.formats.entityseg import read_entityseg
 from cropformer.data.records import Record
-from cropformer.data.transforms import SampleDraw, ViewSampler
+from cropformer.data.view_sampler import SampleDraw, ViewSampler
 
 
 def make_fixture(

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from hydra.utils import instantiate
 
-        from cropformer.utils.config import compose_config
+        from cropformer.run.config import compose_config
 
         inner = official.get("model", official)
         if args.model:

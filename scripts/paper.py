@@ -225,7 +225,7 @@ def make_lowres(python: str) -> Path:
     ``data.test_max_size``), as EntitySeg's images_lr have the official test size."""
     code = (
         "import json, sys;"
-        "from cropformer.utils.config import compose_config;"
+        "from cropformer.run.config import compose_config;"
         "from hydra.utils import instantiate;"
         "c = compose_config([*sys.argv[1:], 'paths.output_dir=.']);"
         "dm = instantiate(c.data, _recursive_=False); dm.prepare_data();"
@@ -638,7 +638,7 @@ def _config_changing_overrides(overrides: list[str]) -> list[str]:
     """
     from omegaconf import OmegaConf
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     changing = []
     for override in overrides:

@@ -4,7 +4,7 @@ Usage: ``python scripts/summarize_sweep.py logs/<task>/multiruns/<time> [--metri
 Prints a table and writes ``sweep_summary.md`` and ``sweep_summary.json`` into the directory.
 Failed jobs (``FAILED.txt`` or no ``metrics.json``) are listed with their status.
 Metric names are those printed at validation (``val/entity_ap50``); ``entity_ap50`` and
-``val_entity_ap50`` are accepted too (``cropformer.utils.metric_names``); an unknown name is an
+``val_entity_ap50`` are accepted too (``cropformer.run.metric_names``); an unknown name is an
 error that lists the known ones.
 """
 
@@ -15,8 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from cropformer.cli.runs import collect, to_markdown
-from cropformer.utils.metric_names import canonical
+from cropformer.run.metric_names import canonical
+from cropformer.run.records import collect, to_markdown
 
 
 def main(argv: list[str] | None = None) -> int:

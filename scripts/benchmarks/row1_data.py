@@ -100,7 +100,7 @@ def measure(width: int, height: int, entities: int, iters: int, ref_iters: int) 
 
     from cropformer.data.dataset import EntityDataset
     from cropformer.data.formats.entityseg import read_entityseg
-    from cropformer.data.transforms import ViewSampler
+    from cropformer.data.view_sampler import ViewSampler
 
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

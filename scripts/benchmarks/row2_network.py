@@ -45,7 +45,7 @@ def build_ours(name: str = "mask2former_swint", overrides: tuple[str, ...] = ())
     import torch
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     cfg = compose_config([f"model={name}", "paths.output_dir=/tmp/cropformer_bench", *overrides])
     torch.manual_seed(0)

@@ -143,7 +143,7 @@ def infer_image(name: str, height: int, width: int) -> dict[str, Any]:
     from row2_network import build_ours
 
     from cropformer.inference.predictor import EntityPredictor
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     net, _ = build_ours(name)
     fusion = instantiate(compose_config([f"model={name}", "paths.output_dir=/tmp/x"]).model.fusion)

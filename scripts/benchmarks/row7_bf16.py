@@ -111,7 +111,7 @@ def infer_swint(
     from row3_cropformer import _photo
 
     from cropformer.inference.predictor import EntityPredictor
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     net, _ = build_ours("cropformer_swint")
     fusion = instantiate(

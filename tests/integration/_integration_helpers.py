@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from cropformer.utils.config import compose_config
+from cropformer.run.config import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -81,7 +81,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def resolved(root: str, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The resolved job config of ``conf/<root>.yaml`` with ``overrides``, flattened."""
     sys.path.insert(0, str(REPO / "src"))
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     extra = list(ROOTS[root]) + list(MASKED_PATHS) + list(overrides)
     if (CONF / "local" / "default.yaml").is_file():

@@ -11,7 +11,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.utils.config import compose_config, find_conf_dir
+from cropformer.run.config import compose_config, find_conf_dir
 
 CONF = find_conf_dir()
 PRIMARY = {"train.yaml", "eval.yaml", "predict.yaml"}
@@ -216,11 +216,11 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
         trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert trainer.max_steps == cfg.trainer.max_steps
     elif group in ("callbacks",):
-        from cropformer.utils.instantiators import instantiate_callbacks
+        from cropformer.run.instantiators import instantiate_callbacks
 
         assert instantiate_callbacks(cfg.callbacks)
     elif group == "logger":
-        from cropformer.utils.instantiators import instantiate_loggers
+        from cropformer.run.instantiators import instantiate_loggers
 
         loggers = instantiate_loggers(cfg.logger)
         assert isinstance(loggers, list)

@@ -16,7 +16,7 @@ from cropformer.data.decode import label_source_for
 from cropformer.data.formats.coco_json import read_coco_json
 from cropformer.data.formats.coco_panoptic import read_coco_panoptic
 from cropformer.data.formats.entityseg import read_entityseg
-from cropformer.data.transforms import ViewSampler
+from cropformer.data.view_sampler import ViewSampler
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared" / "data"

@@ -107,7 +107,7 @@ def test_shipped_pretrained_weights_match_their_provenance_and_load() -> None:
     """The stage-1 weights initialise Mask2Former fully and CropFormer except the association."""
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     prov = json.loads((PRETRAINED.parent / "PROVENANCE.json").read_text())
     import hashlib

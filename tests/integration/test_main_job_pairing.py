@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cropformer.utils.config import compose_config
+from cropformer.run.config import compose_config
 
 # the only keys allowed to differ: the model (association module, name) and the crop views
 ALLOWED = ("model.", "data.crop.", "task_name", "tags")

@@ -240,7 +240,7 @@ def test_ddp_sim_two_ranks_see_disjoint_data(tmp_path, data_dir):
         "trainer.val_check_interval=3",
         "data.synthetic.num_train=8",
         "data.synthetic.num_test=1",
-        "+callbacks.seen_samples._target_=cropformer.training.callbacks.SeenSamples",
+        "+callbacks.seen_samples._target_=cropformer.training.seen_samples.SeenSamples",
         f"paths.log_dir={tmp_path}/logs",
         f"paths.data_dir={data_dir}",
         timeout=600,
@@ -265,7 +265,7 @@ def test_resume_of_a_run_with_other_data_says_what_differs(trained, data_dir):
         UserError, match=r"different model/data .*data.crop.mode: 'fixed' -> 'none'"
     ):
         train(tiny_cfg(tmp, "ckpt=last", "data/crop=none", data_dir=data_dir))
-    from cropformer.cli.common import check_resume_matches
+    from cropformer.run.checkpoint import check_resume_matches
 
     cfg = tiny_cfg(tmp, "ckpt=last", "data/crop=none", "ckpt_mismatch=allow", data_dir=data_dir)
     check_resume_matches(cfg, Path(trained[1]["last_checkpoint"]))  # explicit override: proceeds
@@ -277,7 +277,7 @@ def test_eval_ckpt_best_names_the_checkpoint_and_its_step(trained, data_dir, cap
     import logging
 
     from cropformer.cli.eval import evaluate
-    from cropformer.utils.checkpoint import find_best_checkpoint
+    from cropformer.run.checkpoint import find_best_checkpoint
 
     tmp, _ = trained
     best = find_best_checkpoint(tmp / "logs", "train")

@@ -10,28 +10,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cropformer.api import describe_settings, load_module, views_from_data_config
-from cropformer.cli import provenance
-from cropformer.cli.common import (
-    check_data_paths,
-    pixel_decoder_setting,
-    readable,
-    require,
-    resolve_ckpt,
-    resolve_loader_settings,
-    start_run,
-    user_errors_exit,
-    write_json,
-)
-from cropformer.cli.validate import check_values
+from cropformer.cli.validate import check_data_paths, check_values, pixel_decoder_setting, require
 from cropformer.inference.predictor import (
     PRECISIONS,
     precision_parts,
     set_pixel_decoder_precision,
 )
-from cropformer.utils.checkpoint import checkpoint_step
+from cropformer.run import provenance
+from cropformer.run.boundary import user_errors_exit
+from cropformer.run.checkpoint import checkpoint_step, resolve_ckpt
+from cropformer.run.instantiators import instantiate_loggers
+from cropformer.run.setup import readable, resolve_loader_settings, start_run
+from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
 from cropformer.utils.hardware import cpu_precision_warning
-from cropformer.utils.instantiators import instantiate_loggers
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

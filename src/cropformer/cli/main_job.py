@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cropformer.cli import provenance
-from cropformer.cli.common import user_errors_exit, write_json
-from cropformer.utils.config import compose_config
+from cropformer.run import provenance
+from cropformer.run.boundary import user_errors_exit
+from cropformer.run.config import compose_config
+from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
 
 # (name in the summary, experiment preset); CropFormer first: its number is the headline.
@@ -134,7 +135,7 @@ def _print_table(metrics: dict[str, dict[str, Any]]) -> None:
 def check_overrides(overrides: list[str]) -> None:
     """Unknown keys and bad values of either run: one UserError before any work."""
     from cropformer.cli.validate import command_line_error
-    from cropformer.utils.config import find_conf_dir
+    from cropformer.run.config import find_conf_dir
 
     for o in overrides:
         if o.lstrip("+~").startswith(("experiment=", "model=", "data/crop=")):

@@ -15,14 +15,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli.common import (
-    pixel_decoder_setting,
-    require,
-    resolve_ckpt,
-    start_run,
-    user_errors_exit,
-    write_json,
-)
+from cropformer.cli.validate import pixel_decoder_setting, require
+from cropformer.run.boundary import user_errors_exit
+from cropformer.run.checkpoint import resolve_ckpt
+from cropformer.run.setup import start_run
+from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
 

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from cropformer.model.summary import count_parameters, format_table
-from cropformer.utils.config import compose_config
+from cropformer.run.config import compose_config
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, int]:

@@ -11,23 +11,21 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.cli import provenance
-from cropformer.cli.common import (
-    check_data_paths,
+from cropformer.cli.validate import check_data_paths, check_values, require
+from cropformer.run import provenance
+from cropformer.run.boundary import user_errors_exit
+from cropformer.run.checkpoint import (
     check_resume_matches,
-    readable,
-    require,
+    read_wandb_id,
     resolve_ckpt,
-    resolve_loader_settings,
-    start_run,
-    user_errors_exit,
-    write_json,
+    run_dir_of,
+    write_wandb_id,
 )
-from cropformer.cli.validate import check_values
-from cropformer.training.callbacks import AtomicCheckpointIO
-from cropformer.utils.checkpoint import read_wandb_id, run_dir_of, write_wandb_id
+from cropformer.run.instantiators import instantiate_callbacks, instantiate_loggers
+from cropformer.run.setup import readable, resolve_loader_settings, start_run
+from cropformer.training.checkpointing import AtomicCheckpointIO
+from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
-from cropformer.utils.instantiators import instantiate_callbacks, instantiate_loggers
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
-from cropformer.utils.config_keys import KeyIndex, find_unknown, index_keys, merge_indexes
+from cropformer.run.config_keys import KeyIndex, find_unknown, index_keys, merge_indexes
 from cropformer.utils.errors import UserError
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -223,7 +224,7 @@ def check_values(cfg: DictConfig) -> None:
 
 
 def _compose(conf_dir: Path, config_name: str, overrides: list[str]) -> DictConfig:
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     return compose_config(overrides, config_name=config_name, conf_dir=conf_dir)
 
@@ -239,7 +240,7 @@ def command_line_error(
     """The first problem of a command line's overrides (unknown key or bad value), or None.
 
     The reference config is composed from the command's group choices only; each key override
-    must name a key of it (or an open node, see :mod:`cropformer.utils.config_keys`). Values are
+    must name a key of it (or an open node, see :mod:`cropformer.run.config_keys`). Values are
     checked on the fully composed config of a single run (sweep jobs check their own).
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -303,3 +304,46 @@ def check_command_line(config_name: str, conf_dir: Path, argv: list[str] | None 
     if message:
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+# --------------------------------------------------------------------------- task values
+
+
+def require(cfg: DictConfig, key: str, hint: str) -> Any:
+    """``cfg[key]`` or a UserError naming the key and what to pass."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        value = None
+    if value is None:
+        raise UserError(f"missing required value `{key}`: {hint}")
+    return value
+
+
+def check_data_paths(datamodule: Any, stages: tuple[str, ...]) -> None:
+    """Every annotation file and image root the run needs exists (after data preparation)."""
+    keys = ["image_root"] + [f"{s}_annotations" for s in stages]
+    for key in keys:
+        value = getattr(datamodule, key, None)
+        if value is None:
+            if key == "image_root":
+                continue
+            raise UserError(f"data.{key} is not set; pass data.{key}=/path/to/{key}.json")
+        if not Path(str(value)).exists():
+            raise UserError(
+                f"data.{key}={value} does not exist; pass the right path (data.{key}=...) or set "
+                "DATA_ROOT to the folder holding the datasets"
+            )
+
+
+def pixel_decoder_setting(value: Any) -> str | None:
+    """``pixel_decoder=auto|fp32|encoder|all|null`` of predict.py / eval.py, checked."""
+    from cropformer.inference.predictor import PIXEL_DECODER
+
+    if value is None or str(value) in PIXEL_DECODER:
+        return None if value is None else str(value)
+    raise UserError(
+        f"pixel_decoder={value!r}: use auto (= encoder under bf16/fp16), fp32 (all of the pixel "
+        "decoder in fp32, official), encoder (its deformable encoder in bf16, FPN and mask "
+        "features fp32) or all"
+    )

@@ -29,7 +29,8 @@ from cropformer.data.synthetic_store import (
     prepare_synthetic,
 )
 from cropformer.data.target_classes import TargetClasses
-from cropformer.data.transforms import ViewSampler, build_pixel_transform
+from cropformer.data.transforms import build_pixel_transform
+from cropformer.data.view_sampler import ViewSampler
 from cropformer.data.views import (
     CROP_RATIO,
     CROP_STRIDE_RATIO,

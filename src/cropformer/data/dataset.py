@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from cropformer.data.decode import SampleError, label_source_for, open_image
 from cropformer.data.records import Record
 from cropformer.data.target_classes import TargetClasses, group_labels
-from cropformer.data.transforms import SampleDraw, ViewSampler
+from cropformer.data.view_sampler import SampleDraw, ViewSampler
 from cropformer.data.views import (
     ViewSpec,
     render_image_view,

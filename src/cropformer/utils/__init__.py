@@ -1,1 +1,1 @@
-"""Run plumbing shared by the command-line tasks: config, logging, checkpoints, errors."""
+"""Framework-free helpers of every floor: errors, logging, hardware, atomic writes, id maps."""

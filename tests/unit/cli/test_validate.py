@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from cropformer.cli.validate import check_values, command_line_error
-from cropformer.utils.config import compose_config, find_conf_dir
-from cropformer.utils.config_keys import index_keys, suggest
+from cropformer.run.config import compose_config, find_conf_dir
+from cropformer.run.config_keys import index_keys, suggest
 from cropformer.utils.errors import UserError
 
 CONF = find_conf_dir()
@@ -53,7 +53,7 @@ def test_eval_config_checks_its_own_keys():
     [
         ["data.crop.ratio=0.5"],
         ["+trainer.profiler=simple"],  # a Trainer keyword that the YAML does not list
-        ["+callbacks.seen_samples._target_=cropformer.training.callbacks.SeenSamples"],
+        ["+callbacks.seen_samples._target_=cropformer.training.seen_samples.SeenSamples"],
         ["+logger.csv.prefix=x"],
         ["tags=[a,b]", "hydra.run.dir=/tmp/x", "+hydra.job.env_set.FOO=1"],
         ["model=mask2former_tiny", "data/crop=none", "model.fusion.decoder=B-O"],
@@ -134,7 +134,7 @@ def test_suggest_prefers_siblings_and_gives_up_on_nonsense():
 def test_keys_of_a_free_mapping_are_accepted():
     # predict.yaml declares `fusion: {}`: its keys are merged over the checkpoint's by the task
     index = index_keys(OmegaConf.create({"fusion": {}, "test": {"short_side": None}}))
-    from cropformer.utils.config_keys import is_known
+    from cropformer.run.config_keys import is_known
 
     assert is_known("fusion.decoder", index, added=False)
     assert not is_known("test.short_sid", index, added=True)

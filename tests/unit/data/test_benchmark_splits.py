@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cropformer.data.synthetic import SyntheticSpec
 from cropformer.data.synthetic_store import SPLITS, prepare_synthetic
-from cropformer.utils.config import compose_config
+from cropformer.run.config import compose_config
 
 
 def _spec_of(experiment: str) -> dict:

@@ -24,7 +24,7 @@ from cropformer.data.decode import (
 )
 from cropformer.data.formats.entityseg import read_entityseg
 from cropformer.data.records import Entity, Record
-from cropformer.data.transforms import ViewSampler
+from cropformer.data.view_sampler import ViewSampler
 
 
 def _mask(h=37, w=53, seed=0):

@@ -11,7 +11,7 @@ from PIL import Image
 
 from cropformer.data.decode import label_source_for, load_image
 from cropformer.data.records import Entity, Record
-from cropformer.data.transforms import SampleDraw
+from cropformer.data.view_sampler import SampleDraw
 from cropformer.data.views import (
     build_eval_views,
     corner_crop_boxes,

@@ -12,7 +12,7 @@ from cropformer.data.decode import (
     label_source_from_counts,
     segmentation_counts,
 )
-from cropformer.data.transforms import ViewSampler
+from cropformer.data.view_sampler import ViewSampler
 from cropformer.data.views import (
     ViewSpec,
     corner_crop_boxes,

@@ -136,7 +136,7 @@ def test_network_outputs_fuse_to_the_predictors_result():
     from hydra.utils import instantiate
 
     from cropformer.inference.predictor import EntityPredictor
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     torch.manual_seed(0)
     net = instantiate(compose_config(["model=cropformer_tiny"]).model.net)

@@ -16,7 +16,7 @@ from cropformer.utils.errors import UserError
 def tiny_cropformer():
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     torch.manual_seed(0)
     return instantiate(compose_config(["model=cropformer_tiny", "paths.output_dir=."]).model.net)
@@ -119,8 +119,8 @@ def test_bf16_prediction_keeps_the_original_size_and_fp32_outputs(tiny_cropforme
 
 
 def test_eval_precision_key_sets_the_trainer_and_bad_values_are_one_line():
-    from cropformer.cli.common import pixel_decoder_setting
     from cropformer.cli.eval import PRECISION_TO_TRAINER, _apply_precision
+    from cropformer.cli.validate import pixel_decoder_setting
 
     for name, trainer in PRECISION_TO_TRAINER.items():
         cfg = OmegaConf.create({"precision": name, "trainer": {"precision": "32-true"}})

@@ -154,7 +154,7 @@ def test_bad_arguments_raise(kwargs, match):
 def tiny_nets():
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     torch.manual_seed(0)
     return {

@@ -55,7 +55,7 @@ def _official_keys(name: str) -> dict[str, tuple[int, ...]]:
 def test_official_keys_map_onto_our_model(name: str) -> None:
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     if name == "mask2former_hornetl":
         # no key list of its own: the CropFormer HorNet-L keys less the association module

@@ -155,7 +155,7 @@ def test_bad_inputs_are_clear_errors(net: CropFormer) -> None:
 def test_tiny_configs_instantiate_and_run(name: str) -> None:
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     cfg = compose_config([f"model={name}"])
     torch.manual_seed(0)

@@ -52,7 +52,7 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_cropformer_tiny_bf16_cuda_matches_cpu_fp32() -> None:
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     cfg = compose_config(["model=cropformer_tiny"])
     torch.manual_seed(0)

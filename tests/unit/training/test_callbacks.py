@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from cropformer.training.callbacks import (
-    AtomicCheckpointIO,
+from cropformer.training.checkpointing import AtomicCheckpointIO
+from cropformer.training.overlays import _panel, colorize
+from cropformer.training.progress import (
     RichProgressWithLog,
-    _panel,
     _StepRate,
-    colorize,
     make_progress_bar,
     validation_line,
 )
@@ -93,7 +92,7 @@ class _Trainer:
 
 
 def test_progress_line_has_step_loss_rate_and_eta(monkeypatch):
-    import cropformer.training.callbacks as cb
+    import cropformer.training.progress as cb
 
     clock = iter([100.0, 100.0, 110.0])  # __init__, reset, line
     monkeypatch.setattr(cb.time, "time", lambda: next(clock))

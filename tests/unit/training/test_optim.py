@@ -99,7 +99,7 @@ def _tiny_module(*overrides: str):
 
     from hydra.utils import instantiate
 
-    from cropformer.utils.config import compose_config
+    from cropformer.run.config import compose_config
 
     cfg = compose_config(["model=cropformer_tiny", *overrides])
     module = instantiate(cfg.model, _recursive_=False)

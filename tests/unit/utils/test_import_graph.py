@@ -1,12 +1,12 @@
 """The import graph of src/cropformer: floors without back doors, no cycle between files.
 
 Floors, low to high: schema/utils < data < model < losses < inference < evaluation < training <
-cli (the top-level ``cropformer/api.py`` is a front end, on the cli floor). A module may import
+run < api/cli (see docs/architecture.md). A module may import
 its own floor or lower ones, never a higher one; ``cropformer/__init__.py`` may re-export lazily.
 Every ``import`` counts, at module level or inside a function (a lazy import is still a
 dependency). The library floors know nothing of Hydra or argparse, and only the data module
 (a ``LightningDataModule``) of the floors below training imports Lightning (``utils`` holds
-the Hydra/Lightning helpers of the front ends).
+no Hydra helper: the run plumbing is the ``run`` floor).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ FLOORS = {
     "inference": 4,
     "evaluation": 5,
     "training": 6,
-    "cli": 7,
-    "api": 7,
+    "run": 7,
+    "api": 8,
+    "cli": 8,
 }
-# utils holds the Hydra/Lightning helpers of the front ends (config, instantiators, logging)
-LIBRARY = ("schema", "data", "model", "losses", "inference", "evaluation")
+LIBRARY = ("schema", "utils", "data", "model", "losses", "inference", "evaluation")
 FRAMEWORKS = ("hydra", "omegaconf", "argparse", "lightning", "pytorch_lightning")
 # the one library file that is a Lightning object by design
 LIGHTNING_ADAPTERS = {"cropformer.data.datamodule"}

@@ -12,7 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig, OmegaConf
+
 from cropformer.utils.errors import UserError
+from cropformer.utils.pylogger import RankedLogger
+
+log = RankedLogger(__name__)
 
 WANDB_ID_FILE = "wandb_run_id.txt"
 
@@ -195,3 +200,39 @@ def write_wandb_id(run_dir: Path, run_id: str) -> None:
     """Remember the W&B run id so ``ckpt=last`` can resume the same W&B run."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / WANDB_ID_FILE).write_text(run_id + "\n")
+
+
+def resolve_ckpt(cfg: DictConfig, task_name: str, *, exclude: Path | None = None) -> Path | None:
+    """``cfg.ckpt`` as an absolute path (``last``/``best``: newest of ``task_name``), logged.
+
+    Logs one line naming the file, its step and its run's model/data (``ckpt=last`` takes the
+    newest run of the task, whatever it trained). Helper for train, eval and predict.
+    """
+    requested = cfg.get("ckpt")
+    path = resolve_checkpoint(
+        requested, log_dir=cfg.paths.log_dir, task_name=task_name, exclude=exclude
+    )
+    if path is not None:
+        log.info(describe_checkpoint(path, str(requested)))
+    return path
+
+
+def check_resume_matches(cfg: DictConfig, checkpoint: Path) -> None:
+    """Resuming: the checkpoint's run must have the command's ``model`` and ``data``.
+
+    Raises:
+        UserError: names what differs and how to proceed (``ckpt_mismatch=allow``).
+    """
+    if str(cfg.get("ckpt_mismatch", "error")) == "allow":
+        return
+    current = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(current, dict)
+    diffs = config_differences(run_dir_of(checkpoint), {str(k): v for k, v in current.items()})
+    if not diffs:
+        return
+    shown = "; ".join(diffs[:4]) + (f"; ... ({len(diffs) - 4} more)" if len(diffs) > 4 else "")
+    raise UserError(
+        f"ckpt={cfg.get('ckpt')} resolved to {checkpoint}, whose run trained a different "
+        f"model/data than this command ({shown}): pass the same settings, another "
+        "ckpt=/path/to.ckpt, or ckpt_mismatch=allow to resume anyway"
+    )

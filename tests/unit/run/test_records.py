@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from cropformer.cli.runs import (
+from cropformer.run.records import (
     collect,
     metric_series,
     metrics_csv,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cropformer.utils.checkpoint import (
+from cropformer.run.checkpoint import (
     config_differences,
     describe_checkpoint,
     find_last_checkpoint,

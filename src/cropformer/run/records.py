@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from cropformer.run.metric_names import canonical, lookup
 from cropformer.utils.errors import UserError
-from cropformer.utils.metric_names import canonical, lookup
 
 __all__ = [
     "collect",
@@ -154,7 +154,7 @@ def sweep_table(
 ) -> list[dict[str, Any]]:
     """Flat rows for tables and plots: ``job``, each swept key (parsed: ``0.7`` -> float), each
     metric under the name given (``val/entity_ap``; ``entity_ap`` and ``val_entity_ap`` work too,
-    see ``utils.metric_names``; NaN when the job has none), ``status``."""
+    see ``run.metric_names``; NaN when the job has none), ``status``."""
     keys = swept_keys(rows) if keys is None else list(keys)
     table = []
     for r in rows:

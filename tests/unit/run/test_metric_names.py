@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cropformer.evaluation.metric import METRIC_KEYS
-from cropformer.utils.metric_names import METRICS, canonical, lookup
+from cropformer.run.metric_names import METRICS, canonical, lookup
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -1,0 +1,190 @@
+"""``Segmenter``: a loaded network with its test-time views and fusion; ``load_segmenter``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cropformer.api.entities import Entities, to_rgb
+from cropformer.api.loading import CheckpointInfo, describe_settings, load_module
+from cropformer.api.settings import PRECISION_NAMES, test_settings
+from cropformer.inference.files import (
+    FilesSummary,
+    Output,
+    PredictedFile,
+    list_images,
+    output_stems,
+    run_on_files,
+)
+from cropformer.inference.predictor import EntityPredictor
+from cropformer.utils.errors import UserError
+
+
+class Segmenter:
+    """A loaded network with its test-time views and fusion: call it on images.
+
+    Made by ``load_segmenter``. ``seg(image)`` -> ``Entities``; ``seg([a, b])`` -> a list (one
+    forward per ``images_per_batch`` images); ``seg.predict_files(...)`` runs over many files.
+    """
+
+    def __init__(self, predictor: EntityPredictor, info: CheckpointInfo, settings: dict[str, Any]):
+        self.predictor = predictor
+        self.info = info
+        self.settings = settings
+
+    def describe(self) -> str:
+        """One line: views, crops, fusion, precision, checkpoint and step."""
+        return describe_settings(
+            self.info, self.settings, self.predictor.fusion, self.predictor.precision
+        )
+
+    def __call__(self, images: Any, images_per_batch: int = 1) -> Any:
+        if isinstance(images, (list, tuple)):
+            out: list[Entities] = []
+            for start in range(0, len(images), max(1, images_per_batch)):
+                group = images[start : start + max(1, images_per_batch)]
+                preds = self.predictor.predict_batch([to_rgb(im) for im in group])
+                out += [Entities(p, _name(im)) for p, im in zip(preds, group)]
+            return out
+        return Entities(self.predictor.predict(to_rgb(images)), _name(images))
+
+    def predict_files(
+        self,
+        inputs: Any,
+        output_dir: str | Path,
+        *,
+        id_map: bool = True,
+        rle_json: bool = True,
+        overlay: bool = False,
+        shard: tuple[int, int] = (0, 1),
+        resume: bool = True,
+        num_workers: int | None = None,
+        images_per_batch: int | None = None,
+        progress: bool | None = None,
+    ) -> FilesSummary:
+        """Segment a folder / glob / list of files; write per image ``<stem>_ids.png`` (16-bit,
+        0 = none, k + 1 = entity k), ``<stem>.json`` (RLE) and optionally ``<stem>_overlay.png``.
+
+        Resumes (complete images are skipped), shards (``shard=(i, n)``: every n-th file of the
+        sorted list from i), decodes in ``num_workers`` processes and runs ``images_per_batch``
+        images per forward (default 1 on CPU, 4 on GPU). See ``inference.files.run_on_files``.
+        """
+        from cropformer.evaluation import writers
+
+        files = list_images(inputs)
+        outputs = []
+        if id_map:
+            outputs.append(
+                Output("_ids.png", lambda p, r: writers.write_id_map_png(p, r.prediction))
+            )
+        if rle_json:
+            outputs.append(Output(".json", _write_json))
+        if overlay:
+            outputs.append(
+                Output(
+                    "_overlay.png",
+                    lambda p, r: writers.write_overlay(p, _image_of(r), r.prediction),
+                    needs_image=True,
+                )
+            )
+        if not outputs:
+            raise UserError("nothing to write: enable at least one of id_map, rle_json, overlay")
+        if images_per_batch is None:
+            images_per_batch = 1 if self.predictor.device.type == "cpu" else 4
+        return run_on_files(
+            self.predictor,
+            files,
+            output_dir,
+            outputs,
+            stems=output_stems(files),
+            shard=shard,
+            resume=resume,
+            num_workers=num_workers,
+            images_per_batch=images_per_batch,
+            progress=progress,
+        )
+
+
+def _write_json(path: Path, result: PredictedFile) -> None:
+    import json
+
+    from cropformer.evaluation.writers import rle_document
+
+    doc = rle_document(result.prediction, file_name=str(result.path), image_id=result.index)
+    path.write_text(json.dumps(doc))
+
+
+def _image_of(result: PredictedFile) -> np.ndarray:
+    assert result.image is not None  # Output(needs_image=True) keeps it
+    return result.image
+
+
+def _name(image: Any) -> str | None:
+    return str(image) if isinstance(image, (str, Path)) else None
+
+
+def load_segmenter(
+    checkpoint: str | Path,
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    short_side: int | None = None,
+    max_size: int | None = None,
+    num_crops: int | None = None,
+    crop_ratio: float | None = None,
+    fusion: Mapping[str, Any] | None = None,
+    model: str | None = None,
+    official_config: str | Path | None = None,
+    view_chunk: int | str | None = "auto",
+    pixel_decoder: str | None = "auto",
+) -> Segmenter:
+    """Load a checkpoint for inference.
+
+    Args:
+        checkpoint: ours (``.ckpt``) or an official detectron2 ``.pth``/``.pkl`` (as published).
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:i]``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast for the network; fusion in fp32).
+        short_side, max_size, num_crops, crop_ratio: test views; None = stored with the checkpoint
+            (official file: 800, 1333, 4, 0.7).
+        fusion: fusion overrides, e.g. ``{"decoder": "B-O"}`` (None values keep the stored ones).
+        model, official_config: the architecture of an official file (default: from its keys).
+        view_chunk: views per backbone pass (``auto``: 1 on CPU, all on GPU).
+        pixel_decoder: under bf16/fp16: ``auto`` (= ``encoder``: its deformable encoder in
+            bf16, FPN and mask features fp32), ``fp32`` (official autocast behaviour) or ``all``.
+
+    Returns:
+        A ``Segmenter``; ``Segmenter(image)`` gives ``Entities``.
+    """
+    if str(precision) not in PRECISION_NAMES:
+        raise UserError(f"precision={precision}: use one of fp32, bf16, fp16")
+    if str(device) == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={device} but no CUDA device is visible; use device=cpu")
+    module, info = load_module(
+        checkpoint, fusion=fusion, model=model, official_config=official_config
+    )
+    settings = test_settings(
+        info.stored_views,
+        short_side=short_side,
+        max_size=max_size,
+        num_crops=num_crops,
+        crop_ratio=crop_ratio,
+    )
+    try:
+        predictor = EntityPredictor(
+            module.net,
+            module.fusion,
+            device=device,
+            precision=PRECISION_NAMES[str(precision)],
+            view_chunk=view_chunk,
+            pixel_decoder=pixel_decoder,
+            **settings,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    return Segmenter(predictor, info, settings)
