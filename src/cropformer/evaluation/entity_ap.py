@@ -112,7 +112,7 @@ def evaluate_entity_results(
     data = gt if (gt_collapsed and isinstance(gt, dict)) else load_gt(gt)
     dets = load_results(results)
     eval_ids = _checked_image_ids(data, dets, image_ids)
-    sub = _subset(data, eval_ids, renumber_ann_ids)
+    sub = coco_subset(data, eval_ids, renumber_ann_ids)
     ids_set = set(eval_ids)
     dets = [d for d in dets if int(d["image_id"]) in ids_set]
     if not dets:
@@ -156,7 +156,9 @@ def _checked_image_ids(
     return eval_ids
 
 
-def _subset(data: dict[str, Any], eval_ids: list[int], renumber_ann_ids: bool) -> dict[str, Any]:
+def coco_subset(
+    data: dict[str, Any], eval_ids: list[int], renumber_ann_ids: bool
+) -> dict[str, Any]:
     """The ground truth of the evaluated images (annotation dicts copied)."""
     ids_set = set(eval_ids)
     sub = {

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from cropformer.evaluation.cocoeval import run_cocoeval
-from cropformer.evaluation.entity_ap import _subset
+from cropformer.evaluation.entity_ap import coco_subset
 from cropformer.evaluation.metric import EntityAPMetric
 from cropformer.evaluation.rle import encode_mask
 
@@ -93,7 +93,7 @@ class InstanceAPMetric(EntityAPMetric):
         if unknown:
             raise ValueError(f"image ids {unknown[:10]} are not in the instance ground truth")
         ids = sorted(merged)
-        sub = _subset(gt, ids, False)
+        sub = coco_subset(gt, ids, False)
         dets = [r for res in merged.values() for r in res]
         if not dets:  # no detection at all: AP 0 (COCOeval needs one result; this one is empty)
             img = sub["images"][0]
