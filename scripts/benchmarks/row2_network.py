@@ -47,7 +47,7 @@ def build_ours(name: str = "mask2former_swint", overrides: tuple[str, ...] = ())
 
     from cropformer.run.config import compose_config
 
-    cfg = compose_config([f"model={name}", "paths.output_dir=/tmp/cropformer_bench", *overrides])
+    cfg = compose_config([f"model={name}", "paths.output_dir=.", *overrides])
     torch.manual_seed(0)
     return instantiate(cfg.model.net), instantiate(cfg.model.criterion)
 

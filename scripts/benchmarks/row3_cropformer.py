@@ -146,7 +146,7 @@ def infer_image(name: str, height: int, width: int) -> dict[str, Any]:
     from cropformer.run.config import compose_config
 
     net, _ = build_ours(name)
-    fusion = instantiate(compose_config([f"model={name}", "paths.output_dir=/tmp/x"]).model.fusion)
+    fusion = instantiate(compose_config([f"model={name}", "paths.output_dir=."]).model.fusion)
     net_time: list[float] = []
     inner = net.forward
 

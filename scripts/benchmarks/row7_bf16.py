@@ -19,6 +19,7 @@ checkpoint (``make train``'s CropFormer, newest under ``logs/main_job``; or
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def profile_ops(repeats: int = 2) -> dict[str, Any]:
 
 
 def _photo_path(tag: str) -> str:
-    return f"/tmp/cropformer_row7_{os.getpid()}_{tag}.npy"
+    return os.path.join(tempfile.gettempdir(), f"cropformer_row7_{os.getpid()}_{tag}.npy")
 
 
 def infer_swint(
@@ -115,7 +116,7 @@ def infer_swint(
 
     net, _ = build_ours("cropformer_swint")
     fusion = instantiate(
-        compose_config(["model=cropformer_swint", "paths.output_dir=/tmp/x"]).model.fusion
+        compose_config(["model=cropformer_swint", "paths.output_dir=."]).model.fusion
     )
     pred = EntityPredictor(
         net,

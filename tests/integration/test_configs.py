@@ -134,7 +134,7 @@ def _assert_selects(cfg: DictConfig, group: str, option: str) -> int:
 
 
 def _compose(overrides: list[str], name: str = "train") -> DictConfig:
-    cfg = compose_config(overrides + ["paths.output_dir=/tmp/cf-config-test"], config_name=name)
+    cfg = compose_config(overrides + ["paths.output_dir=."], config_name=name)
     return cfg
 
 

@@ -55,7 +55,7 @@ def test_eval_config_checks_its_own_keys():
         ["+trainer.profiler=simple"],  # a Trainer keyword that the YAML does not list
         ["+callbacks.seen_samples._target_=cropformer.training.seen_samples.SeenSamples"],
         ["+logger.csv.prefix=x"],
-        ["tags=[a,b]", "hydra.run.dir=/tmp/x", "+hydra.job.env_set.FOO=1"],
+        ["tags=[a,b]", "hydra.run.dir=logs/x", "+hydra.job.env_set.FOO=1"],
         ["model=mask2former_tiny", "data/crop=none", "model.fusion.decoder=B-O"],
         ["data=coco_json", "data.num_workers=2"],
     ],
@@ -117,7 +117,7 @@ def test_gpu_experiment_preset_without_a_gpu_is_one_line(monkeypatch):
 
 
 def test_check_values_on_a_composed_config():
-    cfg = compose_config(["paths.output_dir=/tmp/x"])
+    cfg = compose_config(["paths.output_dir=."])
     check_values(cfg)  # the defaults are valid
     cfg.data.crop.mode = "fixd"
     with pytest.raises(UserError, match=r"data.crop.mode='fixd'.*fixed, fixed8, random, none"):

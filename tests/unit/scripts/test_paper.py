@@ -1,4 +1,4 @@
-"""``make paper`` driver: the job list, resuming (finished jobs skipped) and the rendered tables."""
+"""``make paper`` driver: the job list, resuming, paired statistics, portable records, README."""
 
 from __future__ import annotations
 
@@ -22,25 +22,32 @@ def paper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(module, "RUNS", tmp_path / "results" / "runs")
+    monkeypatch.setattr(module, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(module, "README", tmp_path / "README.md")
+    monkeypatch.setattr(module, "REPO", tmp_path)
     return module
 
 
-def _record(paper: ModuleType, name: str, ap: float, **metrics: float) -> None:
+def _record(paper: ModuleType, name: str, ap: float, split: str = "test", **metrics: float) -> None:
     job = next(j for j in paper.jobs() if j.name == name)
-    paper.RUNS.mkdir(parents=True, exist_ok=True)
+    if job.script == "train.py":  # train records carry both splits
+        m = {"test_entity_ap": ap, "val_entity_ap": ap - 0.5}
+        m.update({f"test_{k}": v for k, v in metrics.items()})
+    else:
+        m = {"split": split, "entity_ap": ap, **metrics}
     rec = {
         "job": name,
         "table": job.table,
         "command": f"python {job.script} " + " ".join(job.overrides),
         "info": job.info,
-        "metrics": {"val_entity_ap": ap, **{f"val_{k}": v for k, v in metrics.items()}},
+        "metrics": m,
         "checkpoint": None,
         "minutes": 1.0,
     }
-    (paper.RUNS / f"{name}.json").write_text(json.dumps(rec))
+    paper.write_record(name, rec)
 
 
-def test_jobs_are_unique_and_evals_name_a_training_job(paper: ModuleType) -> None:
+def test_jobs_are_unique_paired_and_evals_name_a_training_job(paper: ModuleType) -> None:
     jobs = paper.jobs()
     names = [j.name for j in jobs]
     assert len(names) == len(set(names))
@@ -48,18 +55,26 @@ def test_jobs_are_unique_and_evals_name_a_training_job(paper: ModuleType) -> Non
     for j in jobs:
         if j.script == "eval.py":
             assert j.ckpt_of in train_names
+            assert "split=test" in j.overrides  # reported numbers come from the test split
+    assert len(paper.SEEDS) >= 8
     t5 = [j for j in jobs if j.table == "table5"]
-    assert len(t5) == 2 * len(paper.SEEDS)
-    # equal budget: the two models of a seed differ only by the experiment preset
+    assert len(t5) == 4 * len(paper.SEEDS)  # two models + two controls per seed
     for s in paper.SEEDS:
         cf = next(j for j in t5 if j.name == f"t5_cropformer_s{s}")
         m2f = next(j for j in t5 if j.name == f"t5_mask2former_s{s}")
         assert cf.overrides[1:] == m2f.overrides[1:] == [f"seed={s}"]
+        comp = next(j for j in t5 if j.name == f"t5_m2f_compute_s{s}")
+        assert comp.overrides[:2] == m2f.overrides and "trainer.max_steps=400" in comp.overrides
+    for table in ("table8b", "lh"):  # the same paired seeds as table5
+        assert {j.info["seed"] for j in jobs if j.table == table} == set(paper.SEEDS)
+    for table in ("table9a", "table9b"):
+        assert len({j.info["seed"] for j in jobs if j.table == table}) >= 3
 
 
 def test_finished_jobs_are_skipped_and_missing_ones_run_in_order(
     paper: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(paper, "record_benchmark_sizes", lambda python: None)
     _record(paper, "t5_cropformer_s1", 40.0)
     ran: list[str] = []
 
@@ -68,42 +83,94 @@ def test_finished_jobs_are_skipped_and_missing_ones_run_in_order(
         _record(paper, job.name, 38.0)
 
     monkeypatch.setattr(paper, "run_job", fake_run)
-    args = ["--tables", "table5", "--results", str(paper.RESULTS), "--logs", str(paper.LOGS)]
+    args = ["--tables", "table5", "--seeds", "1", "2", "--results", str(paper.RESULTS),
+            "--logs", str(paper.LOGS)]  # fmt: skip
     assert paper.main(args) == 0
     assert "t5_cropformer_s1" not in ran
     assert ran == [
         "t5_mask2former_s1",
         "t5_cropformer_s2",
         "t5_mask2former_s2",
-        "t5_cropformer_s3",
-        "t5_mask2former_s3",
+        "t5_m2f_compute_s1",
+        "t5_m2f_tta_s1",
+        "t5_m2f_compute_s2",
+        "t5_m2f_tta_s2",
     ]
     ran.clear()
     assert paper.main(args) == 0
     assert ran == []  # everything done: nothing runs again
 
 
-def test_table5_reports_mean_sd_and_gain(paper: ModuleType) -> None:
-    for s, (a, b) in zip(paper.SEEDS, ((42.0, 40.0), (44.0, 41.0), (43.0, 42.0))):
-        _record(paper, f"t5_cropformer_s{s}", a, entity_ap_m=10.0 + s)
-        _record(paper, f"t5_mask2former_s{s}", b, entity_ap_m=9.0)
+def test_table5_gives_paired_intervals_and_verdicts(paper: ModuleType) -> None:
+    paper.SEEDS = (1, 2, 3, 4)
+    gains = (2.0, 3.0, 1.0, 2.5)
+    for s, g in zip(paper.SEEDS, gains):
+        _record(paper, f"t5_cropformer_s{s}", 40.0 + s + g, entity_ap_m=10.0)
+        _record(paper, f"t5_mask2former_s{s}", 40.0 + s, entity_ap_m=10.0 + s % 2)
     text = paper.render_table5()
     assert text is not None
-    gain_row = next(line for line in text.splitlines() if line.startswith("| **gain**"))
-    assert "2.0 ± 1.0" in gain_row  # gains 2, 3, 1
-    assert "43.0 ± 1.0" in text  # CropFormer mean ± sd
+    row = next(
+        line for line in text.splitlines() if "CropFormer - Mask2Former, AP^e (test)" in line
+    )
+    # mean 2.125, sd 0.854, t(3) interval [0.76, 3.48]: excludes 0
+    assert "+2.12 ± 0.85 (95 % CI [+0.77, +3.48]" in row and "established (> 0)" in row
+    am = next(line for line in text.splitlines() if "AP_m (test)" in line)
+    assert "not established at this scale" in am  # differences 0, -1, 0, -1 -> CI includes 0
+    ctrl = next(line for line in text.splitlines() if "400 steps (test)" in line)
+    assert "not run yet" in ctrl
     assert "python train.py experiment=embedded_cropformer seed=1" in text
 
 
-def test_crop_ratio_table_and_plot(paper: ModuleType) -> None:
-    _record(paper, "t5_cropformer_s1", 41.0)
-    _record(paper, "t5_mask2former_s1", 40.0)
-    for r, ap in ((0.5, 38.0), (0.6, 40.0), (0.8, 40.5)):
-        _record(paper, f"t9a_ratio{r}_s1", ap)
+def test_readme_block_is_generated_from_the_records_and_checked(paper: ModuleType) -> None:
+    paper.SEEDS = (1, 2, 3)
+    for s, g in zip(paper.SEEDS, (0.5, -0.4, 0.2)):
+        _record(paper, f"t5_cropformer_s{s}", 10.0 + g)
+        _record(paper, f"t5_mask2former_s{s}", 10.0)
+    paper.README.write_text(f"# x\n\n{paper.BEGIN}\nold\n{paper.END}\n\ntail\n")
+    assert paper.sync_readme(check=True) is False
+    paper.render()
+    text = paper.README.read_text()
+    assert text.startswith("# x\n\n") and text.endswith("\n\ntail\n")
+    headline = next(line for line in text.splitlines() if "the headline" in line)
+    assert "+0.10" in headline and "not established at this scale" in headline
+    assert paper.sync_readme(check=True) is True
+    _record(paper, "t5_cropformer_s3", 12.0)  # a record changes: the README is stale
+    assert paper.sync_readme(check=True) is False
+
+
+def test_records_are_portable(paper: ModuleType) -> None:
+    ckpt = paper.LOGS / "t5_cropformer_s1" / "checkpoints" / "last.ckpt"
+    paper.write_record(
+        "t5_cropformer_s1",
+        {
+            "job": "t5_cropformer_s1",
+            "checkpoint": str(ckpt),
+            "metrics": {"run_dir": str(ckpt.parent)},
+        },
+    )
+    text = (paper.RUNS / "t5_cropformer_s1.json").read_text()
+    assert str(paper.LOGS) not in text
+    rec = json.loads(text)
+    assert rec["checkpoint"] == "<logs>/t5_cropformer_s1/checkpoints/last.ckpt"
+    assert paper.local_path(rec["checkpoint"]) == ckpt
+
+
+def test_crop_ratio_table_has_seeds_and_error_bars(paper: ModuleType) -> None:
+    paper.SWEEP_SEEDS = (1, 2)
+    for s in (1, 2):
+        _record(paper, f"t5_cropformer_s{s}", 41.0 + s)
+        _record(paper, f"t5_mask2former_s{s}", 40.0)
+        for r, ap in ((0.5, 38.0), (0.6, 40.0), (0.8, 40.5)):
+            _record(paper, f"t9a_ratio{r}_s{s}", ap + s)
     assert "table9a" in paper.render()
     text = (paper.RESULTS / "table9a.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| 0.")]
-    assert [row.split("|")[2].strip() for row in rows] == ["38.0", "40.0", "41.0", "40.5"]
+    assert [row.split("|")[3].strip() for row in rows] == [
+        "39.50 ± 0.71",
+        "41.50 ± 0.71",
+        "42.50 ± 0.71",
+        "42.00 ± 0.71",
+    ]
     assert (paper.RESULTS / "table9a_crop_ratio.png").stat().st_size > 1000
 
 
@@ -111,14 +178,12 @@ def test_import_main_job_records_its_seed_and_refuses_other_overrides(
     paper: ModuleType, tmp_path: Path
 ) -> None:
     job = tmp_path / "main_job"
-    runs = {}
     for model, ap in (("cropformer", 12.0), ("mask2former", 9.0)):
         run = job / model
         run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps({"val_entity_ap": ap, "minutes": 7.0}))
+        (run / "metrics.json").write_text(json.dumps({"test_entity_ap": ap, "minutes": 7.0}))
         (run / "config.yaml").write_text("seed: 3\n")
-        runs[model] = str(run)
-    summary = {"overrides": ["seed=3"], "runs": runs, "minutes": 15.0}
+    summary = {"overrides": ["seed=3"], "minutes": 15.0}
     (job / "summary.json").write_text(json.dumps(summary))
     assert paper.import_main_job(job) == ["t5_cropformer_s3", "t5_mask2former_s3"]
     rec = json.loads((paper.RUNS / "t5_cropformer_s3.json").read_text())
