@@ -33,6 +33,16 @@ def _synthetic_spec(node: dict | None) -> dict | None:
     return {"key": spec.key(), "generator_version": GENERATOR_VERSION, **asdict(spec)}
 
 
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors' names, shapes, dtypes and bytes (not the pickle container)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
 def export(run_dir: Path, out: Path) -> dict:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
@@ -48,18 +58,24 @@ def export(run_dir: Path, out: Path) -> dict:
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     overrides_path = run_dir / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_path.read_text()) if overrides_path.is_file() else []
+    run_prov = metrics.get("provenance") or {}
     provenance = {
         "file": out.name,
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "tensor_sha256": tensor_digest(state),
+        # the clean commit the run started from (``make pretrain-check`` retrains from it)
+        "commit": run_prov.get("commit", run_info.get("git_sha")),
+        "git_dirty": run_prov.get("dirty", run_info.get("git_dirty")),
         "command": "python train.py " + " ".join(overrides or []),
-        "export": f"python scripts/export_pretrained.py <run> --out {out}",
+        "export": f"python scripts/export_pretrained.py <run> --out <dir>/{out.name}",
         "model": cfg.get("model", {}).get("net", {}).get("backbone", {}).get("model_name"),
         "task_name": cfg.get("task_name"),
         "seed": cfg.get("seed"),
         "steps": int(stored.get("global_step", 0)),
         "data": {k: cfg["data"].get(k) for k in ("train_short_sides", "crop")},
         "synthetic_spec": _synthetic_spec(cfg["data"].get("synthetic")),
-        "run_info": run_info,
+        "run_info": {k: v for k, v in run_info.items() if k not in ("host", "argv")},
+        "run_provenance": run_prov,
         "val_metrics": {
             k: v for k, v in metrics.items() if k.startswith("val_") or k == "entity_ap"
         },
