@@ -66,7 +66,7 @@ EXTRA = ("entity_ar100", "boundary_ap")
 COMPUTE_STEPS = 400
 #: Mask2Former with the 5 test views of CropFormer, each predicted alone by the image-level pass
 #: and merged by the non-learned SAHI-style rule of ``inference.view_merge``
-TTA_OVERRIDES = ["data/crop=fixed4", "model/fusion=view_merge"]
+TTA_OVERRIDES = ["data/crop=fixed4", "fusion.decoder=I-OC-merge"]
 #: the generated block in the README (or the docs page holding the markers)
 BEGIN, END = "<!-- paper-results:begin -->", "<!-- paper-results:end -->"
 
@@ -527,7 +527,7 @@ def render_table5() -> str | None:
             "Controls on the same seeds: Mask2Former trained for "
             f"{COMPUTE_STEPS} steps (CropFormer sees 2 views per image: equal training pixels), "
             "and the 200-step Mask2Former evaluated on CropFormer's 5 test views, each predicted "
-            "alone and merged by the non-learned rule of `inference.view_merge`.",
+            "alone and merged by the non-learned rule of `inference.view_merge` (`fusion.decoder=I-OC-merge`).",
             "",
             "## Paired differences",
             "",
