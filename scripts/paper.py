@@ -92,12 +92,16 @@ def _m2f(seed: int, *extra: str) -> list[str]:
 
 
 def jobs() -> list[Job]:
-    """Every job of every table, in the order they run (table5 first: the others reuse it)."""
+    """Every job of every table, in the order they run.
+
+    Seed by seed: a seed's two table5 runs, its two controls, then the evaluations that read its
+    checkpoints (8b, L). Checkpoints are not committed, so a session that finishes a seed also
+    finishes every job that needs that seed's weights; the next session starts at the next seed.
+    """
     out: list[Job] = []
     for s in SEEDS:
         out.append(Job(f"t5_cropformer_s{s}", "table5", "train.py", _cf(s), info={"seed": s}))
         out.append(Job(f"t5_mask2former_s{s}", "table5", "train.py", _m2f(s), info={"seed": s}))
-    for s in SEEDS:
         steps = [
             f"trainer.max_steps={COMPUTE_STEPS}",
             f"trainer.val_check_interval={COMPUTE_STEPS}",
@@ -115,8 +119,7 @@ def jobs() -> list[Job]:
                 info={"seed": s},
             )
         )
-    for s in SEEDS:
-        # B-OC is the fusion of the table5 runs' own test evaluation (same checkpoint and eval)
+        # B-OC is the fusion of the table5 run's own test evaluation (same checkpoint and eval)
         for mode in (m for m in MODES if m != "B-OC"):
             out.append(
                 Job(
@@ -128,7 +131,6 @@ def jobs() -> list[Job]:
                     info={"seed": s, "mode": mode},
                 )
             )
-    for s in SEEDS:
         for model in ("cropformer", "mask2former"):
             crop = [] if model == "cropformer" else ["data/crop=none"]
             out.append(
@@ -527,7 +529,8 @@ def render_table5() -> str | None:
             "Controls on the same seeds: Mask2Former trained for "
             f"{COMPUTE_STEPS} steps (CropFormer sees 2 views per image: equal training pixels), "
             "and the 200-step Mask2Former evaluated on CropFormer's 5 test views, each predicted "
-            "alone and merged by the non-learned rule of `inference.view_merge` (`fusion.decoder=I-OC-merge`).",
+            "alone and merged by the non-learned rule of `inference.view_merge` "
+            "(`fusion.decoder=I-OC-merge`).",
             "",
             "## Paired differences",
             "",

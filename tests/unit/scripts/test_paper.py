@@ -87,12 +87,12 @@ def test_finished_jobs_are_skipped_and_missing_ones_run_in_order(
             "--logs", str(paper.LOGS)]  # fmt: skip
     assert paper.main(args) == 0
     assert "t5_cropformer_s1" not in ran
-    assert ran == [
+    assert ran == [  # seed by seed: a seed's evaluations run before the next seed trains
         "t5_mask2former_s1",
-        "t5_cropformer_s2",
-        "t5_mask2former_s2",
         "t5_m2f_compute_s1",
         "t5_m2f_tta_s1",
+        "t5_cropformer_s2",
+        "t5_mask2former_s2",
         "t5_m2f_compute_s2",
         "t5_m2f_tta_s2",
     ]
