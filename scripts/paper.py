@@ -208,7 +208,7 @@ def _roots() -> dict[str, Path]:
 
 def portable(node: Any) -> Any:
     """A record with every absolute path written relative to the logs or the repository."""
-    from cropformer.cli.provenance import relativize
+    from cropformer.run.provenance import relativize
 
     return relativize(node, _roots())
 
