@@ -192,6 +192,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"run directory : {summary['run_dir']}",
         f"steps         : {summary['steps']} ({summary['minutes']} min)",
         f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}",
+        *(
+            [f"AP^e (test)   : {summary['test_entity_ap']:.2f}"]
+            if isinstance(summary.get("test_entity_ap"), float)
+            else []
+        ),
         f"last ckpt     : {summary['last_checkpoint']}",
         f"best ckpt     : {best}",
     ]
