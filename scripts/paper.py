@@ -1173,14 +1173,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render_only:
         record_benchmark_sizes(args.python)
         lowres = make_lowres(args.python) if any(j.table == "lh" for j in todo) else None
+        failed: list[str] = []
         for job in todo:
             if _result_path(job).is_file():
                 continue
-            if job.ckpt_of is not None and not (RUNS / f"{job.ckpt_of}.json").is_file():
-                needed = next(j for j in jobs() if j.name == job.ckpt_of)
-                run_job(needed, args.python, lowres)
-            run_job(job, args.python, lowres)
+            try:
+                if job.ckpt_of is not None and not (RUNS / f"{job.ckpt_of}.json").is_file():
+                    needed = next(j for j in jobs() if j.name == job.ckpt_of)
+                    run_job(needed, args.python, lowres)
+                run_job(job, args.python, lowres)
+            except RuntimeError as e:  # the others go on; this one runs again next time
+                print(f"[paper] {job.name} failed: {e}", flush=True)
+                failed.append(job.name)
+                continue
             render()
+        if failed:
+            render()
+            print(f"[paper] {len(failed)} job(s) failed and will run again: {', '.join(failed)}")
+            return 1
     print("[paper] wrote " + ", ".join(str(RESULTS / f"{t}.md") for t in render()))
     return 0
 
