@@ -66,7 +66,7 @@ EXTRA = ("entity_ar100", "boundary_ap")
 COMPUTE_STEPS = 400
 #: Mask2Former with the 5 test views of CropFormer, each predicted alone by the image-level pass
 #: and merged by the non-learned SAHI-style rule of ``inference.view_merge``
-TTA_OVERRIDES = ["data/crop=fixed4", "fusion.decoder=I-OC-merge"]
+TTA_OVERRIDES = ["data/crop=fixed4", "inference.fusion.decoder=I-OC-merge"]
 #: the generated block in the README (or the docs page holding the markers)
 BEGIN, END = "<!-- paper-results:begin -->", "<!-- paper-results:end -->"
 
@@ -126,7 +126,7 @@ def jobs() -> list[Job]:
                     f"t8b_{mode}_s{s}",
                     "table8b",
                     "eval.py",
-                    ["split=test", f"fusion.decoder={mode}"],
+                    ["split=test", f"inference.fusion.decoder={mode}"],
                     ckpt_of=f"t5_cropformer_s{s}",
                     info={"seed": s, "mode": mode},
                 )
@@ -530,7 +530,7 @@ def render_table5() -> str | None:
             f"{COMPUTE_STEPS} steps (CropFormer sees 2 views per image: equal training pixels), "
             "and the 200-step Mask2Former evaluated on CropFormer's 5 test views, each predicted "
             "alone and merged by the non-learned rule of `inference.view_merge` "
-            "(`fusion.decoder=I-OC-merge`).",
+            "(`inference.fusion.decoder=I-OC-merge`).",
             "",
             "## Paired differences",
             "",

@@ -18,13 +18,25 @@ import pytest
 from config_snapshot import ROOTS, SNAPSHOT, snapshot
 
 # root -> [(old flat key or prefix, new one)], applied to the snapshot before comparing
-RENAMED: dict[str, list[tuple[str, str]]] = {}
+RENAMED: dict[str, list[tuple[str, str]]] = {
+    # eval/predict test-time settings -> the shared group conf/inference (same names in train)
+    # (`test.` as a prefix only: experiment=embedded_* sets the train flag `test: true`, which
+    # replaced eval's old `test:` views node and now sits beside `inference:`)
+    root: [("test.", "inference."), ("fusion.", "inference.fusion.")]
+    for root in ("eval", "predict")
+}
 # root -> {flat key: why}: keys the snapshot lacks on purpose (their values are checked by the
 # tests that use them)
 ADDED: dict[str, dict[str, str]] = {
     root: {
         "model.net.backbone.channels": "the backbone declares its widths; pixel_decoder.in_channels"
-        " interpolate them (unchanged values, checked by the backbone when built)"
+        " interpolate them (unchanged values, checked by the backbone when built)",
+        **{
+            f"inference.{key}": "train.py reads the shared test-time group; null keeps the data"
+            " config's views and model.fusion, so nothing changes"
+            for key in ("short_side", "max_size", "num_crops", "crop_ratio")
+        },
+        **{f"inference.fusion.{key}": "as above" for key in ("decoder", "double_sigmoid")},
     }
     for root in ROOTS
 }
@@ -55,7 +67,11 @@ def _migrate(root: str, flat: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in flat.items():
         for old, new in RENAMED.get(root, []):
-            if key == old or key.startswith(old + "."):
+            if (
+                key.startswith(old)
+                if old.endswith(".")
+                else (key == old or key.startswith(old + "."))
+            ):
                 key = new + key[len(old) :]
                 break
         out[key] = value

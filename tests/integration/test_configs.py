@@ -28,6 +28,7 @@ GROUPS = [
     "experiment",
     "sweep",
     "debug",
+    "inference",
 ]
 HEAVY_MODELS = ("swinl", "hornetl")  # ~200 M parameters: instantiated only in the slow test
 
@@ -175,11 +176,16 @@ def test_primary_configs_compose(name):
         assert cfg.model.fusion.decoder == "B-OC" and cfg.model.fusion.double_sigmoid is True
     elif name == "eval":
         assert cfg.ckpt == "x.ckpt" and cfg.split == "val"
-        assert cfg.fusion.decoder is None  # null keeps the checkpoint's fusion
     else:
         assert cfg.input == "x" and cfg.ckpt == "x.ckpt"
-        assert cfg.test.num_crops is None  # null keeps the stored test views
-        assert cfg.fusion.decoder is None and cfg.fusion.double_sigmoid is None  # keep stored
+    # one shared test-time group, all null (= the run's own views and fusion) in every command
+    assert OmegaConf.to_container(cfg.inference) == {
+        "short_side": None,
+        "max_size": None,
+        "num_crops": None,
+        "crop_ratio": None,
+        "fusion": {"decoder": None, "double_sigmoid": None},
+    }
 
 
 CASES = [(g, o) for g in GROUPS for o in _options(g)]

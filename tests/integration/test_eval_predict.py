@@ -47,7 +47,7 @@ def test_eval_ckpt_last_and_fusion_override(trained):
     results = {}
     for mode in ("B-O", "I-O"):
         cfg = tiny_cfg(
-            tmp, "ckpt=last", f"fusion.decoder={mode}", name="eval", data_dir=tmp / "data"
+            tmp, "ckpt=last", f"inference.fusion.decoder={mode}", name="eval", data_dir=tmp / "data"
         )
         result = evaluate(cfg)
         assert result["checkpoint"] == str(Path(summary["last_checkpoint"]))
@@ -69,7 +69,7 @@ def test_eval_test_time_multirun(trained):
         f"ckpt={summary['last_checkpoint']}",
         *TINY_DATA,
         "extras.print_config=false",
-        "fusion.decoder=B-O,B-OC",
+        "inference.fusion.decoder=B-O,B-OC",
         f"paths.log_dir={tmp}/logs",
         f"paths.data_dir={tmp}/data",
     )
@@ -101,7 +101,7 @@ def test_predict_large_jpeg_alpha_png_and_unreadable_file(trained, tmp_path):
         f"input={inputs}",
         f"output={out}",
         "write.overlay=true",
-        "fusion.decoder=B-O",
+        "inference.fusion.decoder=B-O",
         name="predict",
     )
     result = predict(cfg)
@@ -194,18 +194,18 @@ def test_readme_python_api_snippet_gives_predicts_id_map(trained, tmp_path):
     ]
 
 
-def test_eval_takes_predicts_test_view_syntax(tmp_path):
-    from cropformer.cli.eval import _apply_test_views
+def test_eval_takes_the_shared_test_time_names(tmp_path):
+    from cropformer.run.inference_settings import apply_to_data
 
     cfg = tiny_cfg(
         tmp_path,
         "ckpt=x",
-        "test.num_crops=0",
-        "test.short_side=96",
-        "fusion.decoder=B-O",
+        "inference.num_crops=0",
+        "inference.short_side=96",
+        "inference.fusion.decoder=B-O",
         name="eval",
     )
-    _apply_test_views(cfg)
+    apply_to_data(cfg, training=False)
     assert cfg.data.crop.num_test == 0 and cfg.data.test_short_side == 96
     assert cfg.data.test_max_size == 192  # untouched (TINY_DATA)
 

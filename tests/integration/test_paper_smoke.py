@@ -38,13 +38,16 @@ def test_paper_runs_every_table_once_and_resumes(tmp_path: Path) -> None:
     # table5: 2 models + 2 controls; 8b: 3 modes; lh: 2; 9a: 3 ratios; 9b: 1; + the size mix
     assert len(runs) == 4 + 3 + 2 + 3 + 1 + 1, runs
     io = json.loads((results / "runs" / "t8b_I-O_s1.json").read_text())
-    assert "fusion.decoder=I-O" in io["command"] and "split=test" in io["command"]
+    assert "inference.fusion.decoder=I-O" in io["command"] and "split=test" in io["command"]
     b_oc = json.loads((results / "runs" / "t5_cropformer_s1.json").read_text())
     # the eval job reads the checkpoint the table5 job wrote, and evaluates the same split
     assert io["metrics"]["entity_num_images"] == b_oc["metrics"]["test_entity_num_images"] == 2
     assert io["provenance"]["commit"] == b_oc["provenance"]["commit"]
     tta = json.loads((results / "runs" / "t5_m2f_tta_s1.json").read_text())
-    assert "fusion.decoder=I-OC-merge" in tta["command"] and "data/crop=fixed4" in tta["command"]
+    assert (
+        "inference.fusion.decoder=I-OC-merge" in tta["command"]
+        and "data/crop=fixed4" in tta["command"]
+    )
     compute = json.loads((results / "runs" / "t5_m2f_compute_s1.json").read_text())
     assert "trainer.max_steps=400" in compute["command"]  # (the smoke's --extra steps win)
     low = json.loads((results / "runs" / "lh_mask2former_L_s1.json").read_text())

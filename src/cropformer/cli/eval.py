@@ -19,6 +19,7 @@ from cropformer.inference.predictor import (
 from cropformer.run import provenance
 from cropformer.run.boundary import user_errors_exit
 from cropformer.run.checkpoint import checkpoint_step, resolve_ckpt
+from cropformer.run.inference_settings import apply_to_data, fusion_settings
 from cropformer.run.instantiators import instantiate_loggers
 from cropformer.run.setup import readable, resolve_loader_settings, start_run
 from cropformer.utils.atomic import write_json
@@ -27,23 +28,6 @@ from cropformer.utils.hardware import cpu_precision_warning
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-
-# predict.py's test-view keys, accepted here with the same syntax (null = the data config's)
-TEST_VIEW_KEYS = {
-    "short_side": "data.test_short_side",
-    "max_size": "data.test_max_size",
-    "num_crops": "data.crop.num_test",
-    "crop_ratio": "data.crop.ratio",
-}
-
-
-def _apply_test_views(cfg: DictConfig) -> None:
-    """``test.short_side=...`` etc. (as in predict.py) set the data config's test views."""
-    test = cfg.get("test") or {}
-    for key, target in TEST_VIEW_KEYS.items():
-        if test.get(key) is not None:
-            OmegaConf.update(cfg, target, test[key], merge=False)
 
 
 #: ``precision=...`` (predict.py's names) -> the Lightning precision it sets
@@ -80,15 +64,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
-    node = cfg.get("fusion")
-    fusion = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     module, info = load_module(
         checkpoint,
-        fusion=fusion,  # type: ignore[arg-type]
+        fusion=fusion_settings(cfg),
         model=cfg.get("model"),
         official_config=cfg.get("official_config"),
     )
-    _apply_test_views(cfg)
+    apply_to_data(cfg, training=False)
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(

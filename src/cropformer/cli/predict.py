@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cropformer.cli.validate import pixel_decoder_setting, require
 from cropformer.run.boundary import user_errors_exit
 from cropformer.run.checkpoint import resolve_ckpt
+from cropformer.run.inference_settings import fusion_settings, view_settings
 from cropformer.run.setup import start_run
 from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
@@ -65,20 +66,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     assert checkpoint is not None
     out_dir = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions"
 
-    def plain(key: str) -> dict[str, Any]:
-        node = cfg.get(key)
-        return OmegaConf.to_container(node, resolve=True) if node is not None else {}  # type: ignore[return-value]
-
     segmenter = load_segmenter(
         checkpoint,
         device=str(cfg.get("device", "auto")),
         precision=str(cfg.get("precision", "fp32")),
-        fusion=plain("fusion"),
+        fusion=fusion_settings(cfg),
         model=cfg.get("model"),  # type: ignore[arg-type]
         official_config=cfg.get("official_config"),
         view_chunk=view_chunk,
         pixel_decoder=pixel_decoder_setting(cfg.get("pixel_decoder", "auto")),
-        **plain("test"),
+        **view_settings(cfg),
     )
     share = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     log.info(f"predict {len(files)} images{share} -> {out_dir}: {segmenter.describe()}")

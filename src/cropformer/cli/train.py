@@ -21,6 +21,7 @@ from cropformer.run.checkpoint import (
     run_dir_of,
     write_wandb_id,
 )
+from cropformer.run.inference_settings import apply_to_data, apply_to_model
 from cropformer.run.instantiators import instantiate_callbacks, instantiate_loggers
 from cropformer.run.setup import readable, resolve_loader_settings, start_run
 from cropformer.training.checkpointing import AtomicCheckpointIO
@@ -86,6 +87,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"resuming from {ckpt_path}" + (f" (W&B run {wandb_id})" if wandb_id else ""))
 
     resolve_loader_settings(cfg)
+    apply_to_data(cfg, training=True)
+    apply_to_model(cfg)
     validate_at_end(cfg)
     objects = build(cfg, wandb_id=wandb_id)
     datamodule, model, trainer = objects["datamodule"], objects["model"], objects["trainer"]

@@ -203,7 +203,15 @@ def _check_fusion(cfg: DictConfig) -> None:
 
     choices = (None, *DECODER_CHOICES)
     _check_choice(cfg, "model.fusion.decoder", choices, "not a fusion decoder")
-    _check_choice(cfg, "fusion.decoder", choices, "not a fusion decoder (null = checkpoint's)")
+    own = "not a fusion decoder; null = the run's"
+    _check_choice(cfg, "inference.fusion.decoder", choices, own)
+    if _select(cfg, "inference.fusion.double_sigmoid") is not None:
+        _check_bool(cfg, "inference.fusion.double_sigmoid")
+    for key in ("short_side", "max_size"):
+        _check_int(cfg, f"inference.{key}", 1, "pixels; null = the run's own", optional=True)
+    _check_int(cfg, "inference.num_crops", 0, "crop views; 0 = full view only", optional=True)
+    if _select(cfg, "inference.crop_ratio") is not None:
+        _check_fraction(cfg, "inference.crop_ratio", 0.0, 1.0, "crop side / image side, e.g. 0.7")
 
 
 def check_values(cfg: DictConfig) -> None:

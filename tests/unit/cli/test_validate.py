@@ -44,8 +44,8 @@ def test_unknown_key_in_a_sweep_is_found_before_the_sweep_starts():
 
 
 def test_eval_config_checks_its_own_keys():
-    message = _error("ckpt=x.ckpt", "fusion.decodr=B-O", name="eval")
-    assert message is not None and "did you mean `fusion.decoder`?" in message
+    message = _error("ckpt=x.ckpt", "inference.fusion.decodr=B-O", name="eval")
+    assert message is not None and "did you mean `inference.fusion.decoder`?" in message
 
 
 @pytest.mark.parametrize(
