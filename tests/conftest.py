@@ -46,9 +46,9 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """``../shared`` next to the checkout (docs, reference bundle, small real images)."""
-    if not SHARED_DIR.is_dir():
-        pytest.skip(f"needs the shared folder at {SHARED_DIR} (it sits next to the checkout in CI)")
-    return SHARED_DIR
+    from helpers.shared import require_shared
+
+    return require_shared(SHARED_DIR)
 
 
 @pytest.fixture(autouse=True)

@@ -196,7 +196,7 @@ def make_row(
         "device": device,
         "versions": VERSIONS,
         "machine": MACHINE,
-        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "check": check,
         "note": note,
     }

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.shared import require_shared
 
 from cropformer.losses.criterion import CropFormerCriterion
 from cropformer.losses.matcher import HungarianMatcher
@@ -38,8 +39,7 @@ VIEWS = 2
 
 def _load(name: str) -> Any:
     path = BUNDLE / name
-    if not path.is_file():
-        pytest.skip(f"parity bundle file {path} is absent (needs ../shared beside the checkout)")
+    require_shared(path)
     return torch.load(path, weights_only=True)
 
 

@@ -180,7 +180,9 @@ class EntityDataModule(L.LightningDataModule):
         self.skip_bad_samples = bool(skip_bad_samples)
         self.jpeg_draft = bool(jpeg_draft)
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % 2**31)
+            entropy = np.random.SeedSequence().entropy
+            assert isinstance(entropy, int)  # drawn from the OS: one int
+            seed = entropy % 2**31
             log.info("data.seed=null: drawing the training order from data seed %d", seed)
         self.seed = int(seed)
         self.synthetic: dict[str, Any] | None = None

@@ -89,7 +89,8 @@ class EntityDataset(Dataset):
         """Sample ``index``; an ``(index, draw_seed)`` pair (``SeededShuffle``) fixes its draw."""
         draw_seed: int | None = None
         if isinstance(index, tuple):
-            index, draw_seed = int(index[0]), int(index[1])
+            draw_seed = int(index[1])
+            index = int(index[0])
         tries = len(self.records) if self.skip_bad_samples else 1
         for k in range(tries):
             i = (index + k) % len(self.records)

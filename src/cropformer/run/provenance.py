@@ -124,7 +124,7 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     except Exception:  # e.g. ${hydra:...} outside a Hydra job
         data = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(data, dict)
-    return data
+    return {str(k): v for k, v in data.items()}
 
 
 def start(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def start(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     (run_dir / RESOLVED_CONFIG).write_text(text)
     record: dict[str, Any] = {
         **git_state(),
-        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config": {
             "file": RESOLVED_CONFIG,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
@@ -167,7 +167,9 @@ def data_identity(cfg: DictConfig) -> dict[str, Any]:
     if syn:
         from cropformer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
 
-        spec = {k: v for k, v in OmegaConf.to_container(syn, resolve=True).items() if k != "root"}  # type: ignore[union-attr]
+        plain = OmegaConf.to_container(syn, resolve=True)
+        assert isinstance(plain, dict)
+        spec = {str(k): v for k, v in plain.items() if k != "root"}
         for key, value in spec.items():
             if isinstance(value, list):
                 spec[key] = tuple(value)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 from _eval_synthetic import SHARED_GT, make_gt, perturbed_results
+from helpers.shared import require_shared
 from scipy import ndimage
 
 from cropformer.evaluation.boundary_ap import (
@@ -127,8 +128,7 @@ def test_boundary_ap_equals_faster_coco_eval_builtin():
 @pytest.mark.parametrize("source", ["shared", "labelme"])
 def test_boundary_ap_equals_faster_coco_eval_builtin_on_real_annotations(source):
     fce = pytest.importorskip("faster_coco_eval")
-    if not SHARED_GT[source].is_file():
-        pytest.skip(f"shared data not found at {SHARED_GT[source]}")
+    require_shared(SHARED_GT[source])
     gt = json.loads(SHARED_GT[source].read_text())
     results = perturbed_results(gt, seed=0)
     with pytest.warns(UserWarning, match="annotation id 0"):

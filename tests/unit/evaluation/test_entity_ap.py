@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from _eval_synthetic import SHARED_GT, make_gt, perfect_prediction, perturbed_results
+from helpers.shared import require_shared
 from scipy import ndimage
 
 from cropformer.cli.entity_ap import main
@@ -121,8 +122,7 @@ def _stock_pycocotools(gt: dict, results: list[dict]) -> np.ndarray:
 @pytest.mark.parametrize("source", ["shared", "labelme", "synthetic"])
 def test_equals_stock_pycocotools_with_collapsed_categories(backend, source, gt_file):
     if source in SHARED_GT:
-        if not SHARED_GT[source].is_file():
-            pytest.skip(f"shared data not found at {SHARED_GT[source]}")
+        require_shared(SHARED_GT[source])
         gt = json.loads(SHARED_GT[source].read_text())
     else:
         gt = gt_file[1]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.shared import require_shared
 
 from cropformer.inference.fusion import MultiViewFusion
 
@@ -18,8 +19,7 @@ PARITY = Path(__file__).resolve().parents[3] / ".." / "shared" / "reference" / "
 
 @pytest.fixture(scope="module")
 def official():
-    if not (PARITY / "eval_outputs.pth").is_file():
-        pytest.skip(f"parity bundle not found at {PARITY} (shared/ must sit beside the checkout)")
+    require_shared(PARITY / "eval_outputs.pth")
     out = torch.load(PARITY / "eval_outputs.pth", weights_only=True)
     inp = torch.load(PARITY / "eval_inputs.pth", weights_only=True)
     return out, inp

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.shared import require_shared
 
 from cropformer.model.convert import (
     build_from_official_config,
@@ -28,8 +29,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def _official_keys(name: str) -> dict[str, tuple[int, ...]]:
     path = KEYS / f"{name}.txt"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (needs ../shared beside the checkout)")
+    require_shared(path)
     keys = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
@@ -144,8 +144,7 @@ def test_build_from_official_hornet_config() -> None:
     import yaml
 
     path = PARITY / "config_full.yaml"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (needs ../shared beside the checkout)")
+    require_shared(path)
     cfg = yaml.safe_load(path.read_text())
     cfg["MODEL"]["BACKBONE"]["NAME"] = "D2HorNet"  # its MODEL.HORNET block is the official one
     with torch.device("meta"):
@@ -214,8 +213,7 @@ def _cli():
 
 def test_cli_converts_the_bundle(tmp_path, capsys) -> None:
     src = PARITY / "official_state_dict.pth"
-    if not src.is_file():
-        pytest.skip(f"{src} is absent (needs ../shared beside the checkout)")
+    require_shared(src)
     out = tmp_path / "ours.pt"
     code = _cli()([str(src), str(out), "--official-config", str(PARITY / "config_full.yaml")])
     captured = capsys.readouterr()
@@ -247,8 +245,7 @@ def test_cli_guesses_the_model_and_fails_strictly_on_missing_keys(tmp_path, caps
 
 def test_cli_initialises_the_association_from_a_mask2former_checkpoint(tmp_path, capsys) -> None:
     src = PARITY / "official_state_dict.pth"
-    if not src.is_file():
-        pytest.skip(f"{src} is absent (needs ../shared beside the checkout)")
+    require_shared(src)
     sd = torch.load(src, weights_only=True)
     m2f = {k: v for k, v in sd.items() if ".make_3d." not in k}
     path = tmp_path / "m2f.pth"

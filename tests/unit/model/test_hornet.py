@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.shared import require_shared
 
 from cropformer.model.convert import convert_official_state_dict
 from cropformer.model.hornet import GlobalLocalFilter, HorNet
@@ -31,8 +32,7 @@ def _small(**kwargs) -> HorNet:
 @pytest.fixture(scope="module")
 def bundle(shared_dir: Path) -> dict:
     path = shared_dir / "reference" / "parity_hornet" / "hornet_small.pth"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (needs ../shared beside the checkout)")
+    require_shared(path)
     return torch.load(path, weights_only=True)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.shared import require_shared
 
 from cropformer.model.convert import build_from_official_config, convert_official_state_dict
 
@@ -21,16 +22,14 @@ ATOL = 1e-4  # bundle README section 10
 
 def _load(name: str) -> dict:
     path = BUNDLE / name
-    if not path.is_file():
-        pytest.skip(f"parity bundle file {path} is absent (needs ../shared beside the checkout)")
+    require_shared(path)
     return torch.load(path, weights_only=True)
 
 
 @pytest.fixture(scope="module")
 def model():
     cfg_path = BUNDLE / "config_full.yaml"
-    if not cfg_path.is_file():
-        pytest.skip(f"parity bundle {BUNDLE} is absent (needs ../shared beside the checkout)")
+    require_shared(cfg_path)
     cfg = yaml.safe_load(cfg_path.read_text())
     torch.manual_seed(0)
     net = build_from_official_config(cfg).eval()

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from helpers.shared import require_shared
+
 CONFTEST = Path(__file__).resolve().parents[2] / "conftest.py"
 
 
@@ -53,3 +56,13 @@ def test_present_shared_runs(tmp_path: Path) -> None:
     res = _session(tmp_path, allow=None)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "1 passed" in res.stdout
+
+
+def test_a_missing_shared_file_fails_loudly(tmp_path, monkeypatch):
+    monkeypatch.delenv("CROPFORMER_ALLOW_MISSING_SHARED", raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r"nope\.pth is missing.*=1 to skip"):
+        require_shared(tmp_path / "nope.pth")
+    monkeypatch.setenv("CROPFORMER_ALLOW_MISSING_SHARED", "1")
+    with pytest.raises(pytest.skip.Exception, match="nope.pth is missing"):
+        require_shared(tmp_path / "nope.pth")
+    assert require_shared(tmp_path) == tmp_path
