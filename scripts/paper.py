@@ -937,7 +937,7 @@ def record_benchmark_sizes(python: str) -> None:
         return
     code = (
         "import json, sys;"
-        "from cropformer.utils.config import compose_config;"
+        "from cropformer.run.config import compose_config;"
         "from hydra.utils import instantiate;"
         "c = compose_config([*sys.argv[1:], 'paths.output_dir=.']);"
         "dm = instantiate(c.data, _recursive_=False); dm.prepare_data();"

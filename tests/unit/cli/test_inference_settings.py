@@ -99,7 +99,7 @@ def test_a_non_mapping_node_is_one_readable_error():
 )
 def test_bad_values_are_one_line_errors_in_every_command(override, shown):
     from cropformer.cli.validate import command_line_error
-    from cropformer.utils.config import find_conf_dir
+    from cropformer.run.config import find_conf_dir
 
     commands = {"train": (), "eval": ("ckpt=x.ckpt",), "predict": ("ckpt=x", "input=x")}
     for name, extra in commands.items():
