@@ -198,3 +198,29 @@ def test_import_main_job_records_its_seed_and_refuses_other_overrides(
         (job / "summary.json").write_text(json.dumps(summary))
         with pytest.raises(SystemExit, match="not a table5 run"):
             paper.import_main_job(job)
+
+
+def test_size_mix_and_low_resolution_copy_run_on_tiny_data(
+    paper: ModuleType, tmp_path: Path
+) -> None:
+    """The two helper subprocesses of ``make paper`` (real code paths, tiny synthetic data)."""
+    paper.EXTRA_OVERRIDES = [
+        "data.synthetic.num_train=2",
+        "data.synthetic.num_val=1",
+        "data.synthetic.num_test=2",
+        "data.synthetic.image_size=[160,120]",
+        "data.test_short_side=64",
+        "data.test_max_size=96",
+        f"paths.data_dir={tmp_path}/data",
+    ]
+    paper.REPO = SCRIPT.parents[1]  # the subprocesses run in the repository
+    paper.record_benchmark_sizes(sys.executable)
+    sizes = json.loads((paper.RUNS / "benchmark_sizes.json").read_text())
+    assert sizes["images"] == 2 and sizes["entities"] > 0
+    assert sizes["small"] + sizes["medium"] + sizes["large"] == pytest.approx(100.0)
+    low = paper.make_lowres(sys.executable)
+    assert low.name.endswith("_L64")
+    data = json.loads((low / "test.json").read_text())
+    assert len(data["images"]) == 2 and all(
+        min(i["height"], i["width"]) == 64 for i in data["images"]
+    )
