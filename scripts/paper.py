@@ -207,10 +207,16 @@ def _roots() -> dict[str, Path]:
 
 
 def portable(node: Any) -> Any:
-    """A record with every absolute path written relative to the logs or the repository."""
-    from cropformer.run.provenance import relativize
+    """A record with every absolute path written relative to the logs or the repository (the
+    ``key=/abs/path`` arguments of its commands included)."""
+    from cropformer.run.provenance import relativize, relativize_overrides
 
-    return relativize(node, _roots())
+    out = relativize(node, _roots())
+    if isinstance(out, dict):
+        for key in ("command", "ran_as"):
+            if isinstance(out.get(key), str):
+                out[key] = " ".join(relativize_overrides(out[key].split(" "), _roots()))
+    return out
 
 
 def local_path(path: str) -> Path:

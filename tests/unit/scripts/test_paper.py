@@ -146,6 +146,7 @@ def test_records_are_portable(paper: ModuleType) -> None:
             "job": "t5_cropformer_s1",
             "checkpoint": str(ckpt),
             "metrics": {"run_dir": str(ckpt.parent)},
+            "command": f"python eval.py ckpt={ckpt} split=test",
         },
     )
     text = (paper.RUNS / "t5_cropformer_s1.json").read_text()
@@ -153,6 +154,7 @@ def test_records_are_portable(paper: ModuleType) -> None:
     rec = json.loads(text)
     assert rec["checkpoint"] == "<logs>/t5_cropformer_s1/checkpoints/last.ckpt"
     assert paper.local_path(rec["checkpoint"]) == ckpt
+    assert rec["command"] == f"python eval.py ckpt={rec['checkpoint']} split=test"
 
 
 def test_crop_ratio_table_has_seeds_and_error_bars(paper: ModuleType) -> None:
