@@ -10,7 +10,7 @@ export WANDB_MODE ?= offline
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train pretrain pretrain-check paper test test-slow test-all lint format typecheck bench notebooks clean clean-logs
+.PHONY: help setup train smoke eval pretrain pretrain-check paper test test-slow test-all lint format typecheck bench notebooks clean clean-logs
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,6 +25,13 @@ setup: $(STAMP) ## create .venv and install the package (editable, dev+ref+slurm
 
 train: setup ## the main job: CropFormer vs Mask2Former fine-tuned on the embedded benchmark (CPU, or a GPU); ARGS="seed=2 ..." adds overrides
 	$(BIN)/python -m cropformer.cli.main_job $(ARGS)
+
+smoke: setup ## a quick check that everything runs (train.py debug=smoke: 2 steps + 4 validation scenes, < 1 min on 2 cores; not a result)
+	$(BIN)/python train.py debug=smoke $(ARGS)
+
+eval: setup ## evaluate make train's newest CropFormer and Mask2Former checkpoints on the embedded validation scenes (one JSON line each)
+	$(BIN)/python eval.py ckpt=best train_task=main_job/cropformer $(ARGS)
+	$(BIN)/python eval.py ckpt=best train_task=main_job/mask2former data/crop=none $(ARGS)
 
 pretrain: setup ## reproduce the shipped stage-1 weights benchmarks/embedded/mask2former_tiny_pretrain.pt (~20 min on 2 cores)
 	$(BIN)/python train.py experiment=embedded_pretrain hydra.run.dir=logs/embedded_pretrain/make_pretrain $(ARGS)

@@ -9,8 +9,11 @@ official yacs config); or composed from ``conf/`` with ``model=<--model>`` and t
 overrides; or guessed from the keys (R50 / Swin-T / Swin-L / HorNet-L, CropFormer if the
 association module is present, query count from ``query_feat``). The converted weights are
 loaded with ``strict=True``; official keys that no rule maps are listed. OUT holds
-``{"state_dict": ..., "model": name, "source": IN, "unmapped": [...]}`` (keys of
-``CropFormer``; ``--prefix net.`` gives the LightningModule's keys).
+``{"state_dict": ..., "model": name, "source": IN's file name, "unmapped": [...]}`` (keys of
+``CropFormer``; ``--prefix net.`` gives the LightningModule's keys) and what a loader needs to
+rebuild the network without our config tree or the official yaml (``net_config``,
+``fusion_config``, ``criterion_config``, ``test_views``): the file is self-contained and holds
+no absolute path.
 """
 
 from __future__ import annotations
@@ -75,6 +78,30 @@ def _xavier(layer: torch.nn.Module) -> None:
             torch.nn.init.xavier_uniform_(p)
 
 
+def stored_configs(
+    *, model: str | None = None, overrides: list[str] | None = None, official_config: Any = None
+) -> dict[str, Any]:
+    """The configs a loader rebuilds the network, fusion and criterion from (resolved, plain)."""
+    from omegaconf import OmegaConf
+
+    from cropformer.api.loading import official_network_config
+    from cropformer.api.settings import OFFICIAL_TEST_SETTINGS
+    from cropformer.run.config import compose_config
+
+    if official_config is not None:
+        net, views = official_network_config(official_config)
+        base = compose_config(["model=cropformer_tiny"]).model  # criterion/fusion defaults only
+    else:
+        base = compose_config([f"model={model}", *(overrides or [])]).model
+        net, views = OmegaConf.to_container(base.net, resolve=True), dict(OFFICIAL_TEST_SETTINGS)
+    return {
+        "net_config": net,
+        "fusion_config": OmegaConf.to_container(base.fusion, resolve=True),
+        "criterion_config": OmegaConf.to_container(base.criterion, resolve=True),
+        "test_views": views,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("input", type=Path, help="official checkpoint (.pth/.pkl)")
@@ -106,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = yaml.safe_load(args.official_config.read_text())
         with torch.device("meta"):  # only the key/shape check is needed: no memory, no init
             net = build_from_official_config(cfg)
-        name = str(args.official_config)
+        name = f"official config {args.official_config.name}"
+        stored = stored_configs(official_config=cfg)
     else:
         from hydra.utils import instantiate
 
@@ -125,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model guessed from the keys: {name} {' '.join(overrides)}")
         with torch.device("meta"):
             net = instantiate(compose_config([f"model={name}", *overrides]).model.net)
+        stored = stored_configs(model=name, overrides=overrides)
     try:
         result = net.load_state_dict(ours, strict=False, assign=True)
     except RuntimeError as err:  # shape mismatches
@@ -150,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     state = {args.prefix + k: v.contiguous() for k, v in ours.items()}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"state_dict": state, "model": name, "source": str(args.input), "unmapped": unmapped},
+        {
+            "state_dict": state,
+            "model": name,
+            "source": args.input.name,
+            "unmapped": unmapped,
+            **stored,
+        },
         args.output,
     )
     print(f"loaded with strict=True; wrote {args.output}")

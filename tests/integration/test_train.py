@@ -277,10 +277,10 @@ def test_eval_ckpt_best_names_the_checkpoint_and_its_step(trained, data_dir, cap
     import logging
 
     from cropformer.cli.eval import evaluate
-    from cropformer.run.checkpoint import find_best_checkpoint
+    from cropformer.run.checkpoint import find_checkpoint
 
     tmp, _ = trained
-    best = find_best_checkpoint(tmp / "logs", "train")
+    best = find_checkpoint(tmp / "logs", "best", "train")[0].path.resolve()
     step = int(best.stem.removeprefix("best_step"))
     cfg = tiny_cfg(tmp, "ckpt=best", name="eval", data_dir=data_dir)
     with caplog.at_level(logging.INFO):

@@ -8,19 +8,26 @@
 ``load_segmenter`` takes the test sizes, crops and fusion stored with the checkpoint (ours store
 the data config they were trained with; an official file gets the official 800 / 1333, 4 corner
 crops of 0.7, fusion B-OC), so it gives exactly what ``predict.py`` gives; keywords override them.
-``predict.py`` and ``eval.py`` load checkpoints through ``load_module``, and ``predict.py``
-runs ``Segmenter.predict_files``, the one library path over many files.
+Every checkpoint is read by the one loader, ``loading.read_checkpoint`` (shared with
+``eval.py`` and ``train.py``), which builds the network and the fusion from what the file
+stores, without a LightningModule; ``predict.py`` runs ``Segmenter.predict_files``, the one
+library path over many files.
 
-The package sits on the top floor (it composes Hydra configs and builds the LightningModule):
-``loading`` (checkpoint files -> module + ``CheckpointInfo``), ``settings`` (the test-time
-settings a checkpoint carries, merged with overrides), ``entities`` (one image's result),
+The package sits on the top floor (it composes Hydra configs for official files):
+``loading`` (checkpoint files -> configs + weights + ``CheckpointInfo``), ``settings`` (the
+test-time settings a checkpoint carries, merged with overrides), ``entities`` (one image's result),
 ``segmenter`` (``Segmenter`` and ``load_segmenter``).
 """
 
 from __future__ import annotations
 
 from cropformer.api.entities import Entities
-from cropformer.api.loading import CheckpointInfo, describe_settings, load_module
+from cropformer.api.loading import (
+    CheckpointInfo,
+    LoadedCheckpoint,
+    describe_settings,
+    read_checkpoint,
+)
 from cropformer.api.segmenter import Segmenter, load_segmenter
 from cropformer.api.settings import (
     OFFICIAL_TEST_SETTINGS,
@@ -33,8 +40,9 @@ __all__ = [
     "CheckpointInfo",
     "Entities",
     "Segmenter",
+    "LoadedCheckpoint",
     "describe_settings",
-    "load_module",
+    "read_checkpoint",
     "load_segmenter",
     "test_settings",
     "views_from_data_config",

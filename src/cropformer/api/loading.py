@@ -1,9 +1,24 @@
-"""Load any checkpoint file (ours, converted, official detectron2) into a ``CropFormerModule``."""
+"""The one checkpoint loader: any weights file -> network, fusion and the settings it stores.
+
+    loaded = read_checkpoint("last.ckpt")          # ours, a converted file or an official .pth/.pkl
+    net, fusion = loaded.build()                    # plain modules, weights loaded strictly
+
+``load_segmenter`` (inference, no LightningModule), ``eval.py`` (which wraps the same network in
+``CropFormerModule.from_loaded`` for Lightning's validation loop) and ``train.py ckpt=<weights
+file>`` all go through here; the weights of every format are read by one function
+(``model.checkpoint_io.network_state``), also used by ``model.init_checkpoint``.
+
+A checkpoint of this platform is self-contained: it stores the network, criterion and fusion
+configs (``hyper_parameters``), its weights and the data config it was trained with (the
+test-time views). Nothing else is read: not the ``init_checkpoint`` it started from (provenance
+only), not its run folder, and no path stored inside it, so it loads after being copied
+anywhere. Official files need our model configs (``conf/model``) or their own yaml.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +33,77 @@ from cropformer.utils.errors import UserError
 @dataclass(frozen=True)
 class CheckpointInfo:
     """Where the weights came from: file, kind (``lightning``/``converted``/``official``), the
-    model config they were built with, the training step, and the stored test-time views."""
+    model config they were built with, the training step, the stored test-time views, and the
+    file's identity (size and content hash: what produced a folder of outputs)."""
 
     path: Path
     kind: str
     model: str
     step: int | None
     stored_views: Mapping[str, Any]
+    size: int = 0
+    sha256: str = ""
 
     def describe(self) -> str:
         step = "?" if self.step is None else str(self.step)
         return f"{self.path} ({self.kind}, {self.model}, step {step})"
 
+    def identity(self) -> dict[str, Any]:
+        """What names these weights wherever the file lies (no path: shards and copies agree)."""
+        return {
+            "name": self.path.name,
+            "kind": self.kind,
+            "model": self.model,
+            "step": self.step,
+            "bytes": self.size,
+            "sha256": self.sha256,
+        }
 
-def load_module(
+
+@dataclass
+class LoadedCheckpoint:
+    """A read checkpoint: the configs to build its parts and the network's weights."""
+
+    net_config: dict[str, Any]
+    criterion_config: dict[str, Any]
+    fusion_config: dict[str, Any]
+    state: dict[str, Any] = field(repr=False)
+    info: CheckpointInfo
+
+    def build(self) -> tuple[Any, Any]:
+        """(network with the weights, fusion): plain ``nn.Module``s in eval mode on the CPU."""
+        from hydra.utils import instantiate
+
+        net = instantiate(self.net_config)
+        self.load_into(net)
+        return net.eval(), instantiate(self.fusion_config)
+
+    def load_into(self, net: Any) -> None:
+        """Load the weights into a network built from ``net_config`` (strictly, one error)."""
+        result = net.load_state_dict(self.state, strict=False)
+        problems = list(result.missing_keys) + list(result.unexpected_keys)
+        if problems:
+            hint = (
+                "pass the right model=... or official_config=<the official yaml>"
+                if self.info.kind != "lightning"
+                else "the file is damaged or was written by another version of this package"
+            )
+            raise UserError(
+                f"ckpt={self.info.path}: the weights do not fit {self.info.model}: "
+                f"{len(result.missing_keys)} missing, {len(result.unexpected_keys)} unexpected "
+                f"(first: {problems[0]}); {hint}"
+            )
+
+
+def read_checkpoint(
     checkpoint: str | Path,
     *,
     fusion: Mapping[str, Any] | None = None,
     model: str | Mapping[str, Any] | None = None,
     model_overrides: Sequence[str] = (),
     official_config: str | Path | None = None,
-) -> tuple[Any, CheckpointInfo]:
-    """Rebuild a ``CropFormerModule`` from any checkpoint file, fusion settings overridden.
+) -> LoadedCheckpoint:
+    """Read any checkpoint file, fusion settings overridden.
 
     Args:
         checkpoint: ours (``.ckpt``), a converted file (``scripts/convert_official_checkpoint``),
@@ -51,13 +115,10 @@ def load_module(
         official_config: the official (resolved) yaml config of an official file: builds the
             network with its exact sizes and takes its test sizes.
 
-    Returns:
-        (module in eval mode on the CPU, ``CheckpointInfo``).
-
     Raises:
         UserError: unreadable file, unknown format, or weights that do not fit (one line each).
     """
-    from cropformer.model.checkpoint_io import checkpoint_kind, read_weights_file
+    from cropformer.model.checkpoint_io import checkpoint_kind, network_state, read_weights_file
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
@@ -67,62 +128,90 @@ def load_module(
     except Exception as err:  # any unpickling failure: not a weights file
         raise UserError(f"ckpt={path}: cannot read it as a checkpoint ({err})") from err
     kind = checkpoint_kind(stored)
+    if kind == "unknown":
+        raise UserError(
+            f"ckpt={path}: neither a checkpoint of this platform (state_dict + hyper_parameters) "
+            "nor an official detectron2 CropFormer/Mask2Former file (backbone.* and "
+            "sem_seg_head.* keys)"
+        )
+    state, unmapped = network_state(stored)
+    if unmapped:
+        raise UserError(
+            f"ckpt={path}: {len(unmapped)} official keys map to nothing in this package "
+            f"(first: {unmapped[0]}); is it a CropFormer/Mask2Former checkpoint?"
+        )
     overrides = {k: v for k, v in (fusion or {}).items() if v is not None}
+    identity = {"size": path.stat().st_size, "sha256": _sha256(path)}
     if kind == "lightning":
-        from cropformer.training.module import CropFormerModule
-
         if model is not None or official_config is not None:
             raise UserError(
                 f"ckpt={path} is a checkpoint of this platform: it rebuilds its own network; "
                 "drop model=/official_config= (they are for official detectron2 files)"
             )
-
-        merged = {**(stored["hyper_parameters"].get("fusion") or {}), **overrides}
-        module = CropFormerModule.load_from_checkpoint(path, map_location="cpu", fusion=merged)
-        data_cfg = stored.get("data_config") or {}
+        hparams = stored["hyper_parameters"]
         info = CheckpointInfo(
             path=path,
             kind=kind,
-            model=_model_name(stored["hyper_parameters"].get("net") or {}),
+            model=_model_name(hparams.get("net") or {}),
             step=_int_or_none(stored.get("global_step")),
-            stored_views=views_from_data_config(data_cfg),
+            stored_views=views_from_data_config(stored.get("data_config") or {}),
+            **identity,
         )
-        return module.eval(), info
-    if kind in ("official", "converted"):
-        return _load_foreign(path, stored, kind, overrides, model, model_overrides, official_config)
-    raise UserError(
-        f"ckpt={path}: neither a checkpoint of this platform (state_dict + hyper_parameters) nor "
-        "an official detectron2 CropFormer/Mask2Former file (backbone.* and sem_seg_head.* keys)"
+        return LoadedCheckpoint(
+            net_config=_plain(hparams["net"]),
+            criterion_config=_plain(hparams["criterion"]),
+            fusion_config={**_plain(hparams.get("fusion") or {}), **overrides},
+            state=state,
+            info=info,
+        )
+    if kind == "converted" and "net_config" in stored and model is None and not official_config:
+        # a converted file that carries its configs (scripts/convert_official_checkpoint.py)
+        info = CheckpointInfo(
+            path=path,
+            kind=kind,
+            model=str(stored.get("model") or _model_name(stored["net_config"])),
+            step=None,
+            stored_views={**OFFICIAL_TEST_SETTINGS, **(stored.get("test_views") or {})},
+            **identity,
+        )
+        return LoadedCheckpoint(
+            net_config=dict(stored["net_config"]),
+            criterion_config=dict(stored["criterion_config"]),
+            fusion_config={**dict(stored["fusion_config"]), **overrides},
+            state=state,
+            info=info,
+        )
+    if kind == "converted":
+        model = model if model is not None else str(stored["model"])
+        step = None
+    else:
+        step = _int_or_none(stored.get("iteration")) if isinstance(stored, Mapping) else None
+    base, net_cfg, name, views = _foreign_configs(
+        path, stored, model, model_overrides, official_config
+    )
+    info = CheckpointInfo(
+        path=path, kind=kind, model=name, step=step, stored_views=views, **identity
+    )
+    return LoadedCheckpoint(
+        net_config=net_cfg,
+        criterion_config=_plain(base["criterion"]),
+        fusion_config={**_plain(base["fusion"]), **overrides},
+        state=state,
+        info=info,
     )
 
 
-def _load_foreign(
+def _foreign_configs(
     path: Path,
     stored: Any,
-    kind: str,
-    fusion: Mapping[str, Any],
     model: str | Mapping[str, Any] | None,
     model_overrides: Sequence[str],
     official_config: str | Path | None,
-) -> tuple[Any, CheckpointInfo]:
-    """An official (or converted) file: build the network from a config, load strictly."""
+) -> tuple[Any, dict[str, Any], str, dict[str, Any]]:
+    """An official (or converted) file: (model node, network config, name, test views)."""
     from cropformer.model.checkpoint_io import guess_official_model, official_weights
-    from cropformer.model.convert import convert_official_state_dict
     from cropformer.run.config import compose_config
-    from cropformer.training.module import CropFormerModule
 
-    if kind == "official":
-        weights, unmapped = convert_official_state_dict(official_weights(stored) or {})
-        if unmapped:
-            raise UserError(
-                f"ckpt={path}: {len(unmapped)} official keys map to nothing in this package "
-                f"(first: {unmapped[0]}); is it a CropFormer/Mask2Former checkpoint?"
-            )
-        step = _int_or_none(stored.get("iteration")) if isinstance(stored, Mapping) else None
-    else:
-        weights = {k.removeprefix("net."): v for k, v in stored["state_dict"].items()}
-        step = None
-        model = model if model is not None else str(stored["model"])
     views = dict(OFFICIAL_TEST_SETTINGS)
     if official_config is not None:
         import yaml
@@ -130,48 +219,49 @@ def _load_foreign(
         cfg_path = Path(official_config).expanduser()
         if not cfg_path.is_file():
             raise UserError(f"official_config={official_config}: file not found")
-        official_cfg = yaml.safe_load(cfg_path.read_text())
-        net_cfg: dict[str, Any] = {
-            "_target_": "cropformer.model.convert.build_from_official_config",
-            "_convert_": "all",
-            "_recursive_": False,
-            "cfg": official_cfg,
-        }
-        views.update(views_from_official_config(official_cfg))
-        name = f"official config {cfg_path.name}"
+        net_cfg, views = official_network_config(yaml.safe_load(cfg_path.read_text()))
         base = compose_config(["model=cropformer_tiny"]).model  # criterion/fusion defaults only
-    elif isinstance(model, Mapping):  # composed by Hydra (predict.py / eval.py model=...)
-        base = model
-        net_cfg = base["net"]
-        name = _model_name(_plain(net_cfg))
-    else:
-        if model is None:
-            try:
-                model, guessed = guess_official_model(official_weights(stored) or {})
-            except (ValueError, UserError) as err:
-                raise UserError(
-                    f"ckpt={path}: cannot tell the architecture from the keys ({err}); pass "
-                    "model=<our config, e.g. cropformer_swinl> or official_config=<its yaml>"
-                ) from err
-            model_overrides = [*guessed, *model_overrides]
+        return base, net_cfg, f"official config {cfg_path.name}", views
+    if isinstance(model, Mapping):  # composed by Hydra (predict.py / eval.py model=...)
+        net_cfg = _plain(model["net"])
+        return model, net_cfg, _model_name(net_cfg), views
+    if model is None:
         try:
-            base = compose_config([f"model={model}", *model_overrides]).model
-        except Exception as err:  # unknown model name or override
-            raise UserError(f"model={model} {' '.join(model_overrides)}: {err}") from err
-        net_cfg = base.net
-        name = model
-    fusion_cfg = {**_plain(base["fusion"]), **fusion}
-    module = CropFormerModule(net=net_cfg, criterion=base["criterion"], fusion=fusion_cfg)
-    result = module.net.load_state_dict(weights, strict=False)
-    problems = list(result.missing_keys) + list(result.unexpected_keys)
-    if problems:
-        raise UserError(
-            f"ckpt={path}: the weights do not fit {name}: {len(result.missing_keys)} missing, "
-            f"{len(result.unexpected_keys)} unexpected (first: {problems[0]}); pass the right "
-            "model=... or official_config=<the official yaml>"
-        )
-    info = CheckpointInfo(path=path, kind=kind, model=name, step=step, stored_views=views)
-    return module.eval(), info
+            model, guessed = guess_official_model(official_weights(stored) or {})
+        except (ValueError, UserError) as err:
+            raise UserError(
+                f"ckpt={path}: cannot tell the architecture from the keys ({err}); pass "
+                "model=<our config, e.g. cropformer_swinl> or official_config=<its yaml>"
+            ) from err
+        model_overrides = [*guessed, *model_overrides]
+    try:
+        base = compose_config([f"model={model}", *model_overrides]).model
+    except UserError:
+        raise
+    except Exception as err:  # unknown model name or override
+        raise UserError(f"model={model} {' '.join(model_overrides)}: {err}") from err
+    return base, _plain(base.net), str(model), views
+
+
+def official_network_config(official_cfg: Mapping[str, Any]) -> tuple[dict[str, Any], dict]:
+    """(network config, test views) of an official (resolved yacs) config."""
+    net_cfg: dict[str, Any] = {
+        "_target_": "cropformer.model.convert.build_from_official_config",
+        "_convert_": "all",
+        "_recursive_": False,
+        "cfg": dict(official_cfg),
+    }
+    return net_cfg, {**OFFICIAL_TEST_SETTINGS, **views_from_official_config(official_cfg)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -206,6 +296,9 @@ def describe_settings(
         if views["num_crops"]
         else "no crops"
     )
+    if views["num_crops"] and decoder == "I-O":
+        # the crops still run through the network, but I-O reads the full view's image-level pass
+        crops += " (computed, unused by I-O: full view only)"
     return (
         f"test views {views['short_side']}/{views['max_size']}, {crops}, fusion {decoder} "
         f"({quirks} scores), precision {precision}; checkpoint {info.describe()}"

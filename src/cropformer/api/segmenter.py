@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cropformer.api.entities import Entities, to_rgb
-from cropformer.api.loading import CheckpointInfo, describe_settings, load_module
+from cropformer.api.loading import CheckpointInfo, describe_settings, read_checkpoint
 from cropformer.api.settings import PRECISION_NAMES, test_settings
 from cropformer.inference.files import (
     FilesSummary,
@@ -31,10 +31,31 @@ class Segmenter:
     forward per ``images_per_batch`` images); ``seg.predict_files(...)`` runs over many files.
     """
 
-    def __init__(self, predictor: EntityPredictor, info: CheckpointInfo, settings: dict[str, Any]):
+    def __init__(
+        self,
+        predictor: EntityPredictor,
+        info: CheckpointInfo,
+        settings: dict[str, Any],
+        fusion_config: Mapping[str, Any] | None = None,
+    ):
         self.predictor = predictor
         self.info = info
         self.settings = settings
+        self.fusion_config = dict(fusion_config or {})
+
+    def producer(self, suffixes: list[str]) -> dict[str, Any]:
+        """What makes this segmenter's outputs, recorded in each output folder: the checkpoint's
+        identity (no path) and every setting that changes pixels (views, fusion, precision and
+        the parts it covers, runtime, the files written). ``view_chunk`` is left out: it
+        changes the memory, not the result."""
+        return {
+            "checkpoint": self.info.identity(),
+            "test": dict(self.settings),
+            "fusion": {k: v for k, v in self.fusion_config.items() if k != "_target_"},
+            "precision": f"{self.predictor.precision} ({self.predictor.precision_parts()})",
+            "runtime": "torch",
+            "outputs": sorted(suffixes),
+        }
 
     def describe(self) -> str:
         """One line: views, crops, fusion, precision, checkpoint and step."""
@@ -106,6 +127,7 @@ class Segmenter:
             num_workers=num_workers,
             images_per_batch=images_per_batch,
             progress=progress,
+            producer=self.producer([o.suffix for o in outputs]),
         )
 
 
@@ -165,9 +187,11 @@ def load_segmenter(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={device} but no CUDA device is visible; use device=cpu")
-    module, info = load_module(
+    loaded = read_checkpoint(
         checkpoint, fusion=fusion, model=model, official_config=official_config
     )
+    net, fusion_module = loaded.build()
+    info = loaded.info
     settings = test_settings(
         info.stored_views,
         short_side=short_side,
@@ -177,8 +201,8 @@ def load_segmenter(
     )
     try:
         predictor = EntityPredictor(
-            module.net,
-            module.fusion,
+            net,
+            fusion_module,
             device=device,
             precision=PRECISION_NAMES[str(precision)],
             view_chunk=view_chunk,
@@ -187,4 +211,4 @@ def load_segmenter(
         )
     except ValueError as err:
         raise UserError(str(err)) from err
-    return Segmenter(predictor, info, settings)
+    return Segmenter(predictor, info, settings, loaded.fusion_config)

@@ -9,7 +9,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cropformer.api import describe_settings, load_module, views_from_data_config
+from cropformer.api import describe_settings, read_checkpoint, views_from_data_config
 from cropformer.cli.validate import check_data_paths, check_values, pixel_decoder_setting, require
 from cropformer.inference.predictor import (
     PRECISIONS,
@@ -22,8 +22,9 @@ from cropformer.run.checkpoint import checkpoint_step, resolve_ckpt
 from cropformer.run.inference_settings import apply_to_data, fusion_settings
 from cropformer.run.instantiators import instantiate_loggers
 from cropformer.run.setup import readable, resolve_loader_settings, start_run
+from cropformer.training.module import CropFormerModule
 from cropformer.utils.atomic import write_json
-from cropformer.utils.errors import UserError
+from cropformer.utils.errors import Interrupted, UserError
 from cropformer.utils.hardware import cpu_precision_warning
 from cropformer.utils.pylogger import RankedLogger
 
@@ -58,18 +59,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_values(cfg)
     run_dir = start_run(cfg, show_config=False)
     prov = provenance.start(cfg, run_dir)
-    checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))
+    checkpoint = resolve_ckpt(cfg, cfg.get("train_task"))
     assert checkpoint is not None
     resolve_loader_settings(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
-    module, info = load_module(
+    loaded = read_checkpoint(
         checkpoint,
         fusion=fusion_settings(cfg),
         model=cfg.get("model"),
         official_config=cfg.get("official_config"),
     )
+    module, info = CropFormerModule.from_loaded(loaded), loaded.info
     apply_to_data(cfg, training=False)
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -91,7 +93,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer.strategy.root_device.type == "cpu" and (warning := cpu_precision_warning(precision)):
         log.warning(warning)
     run = trainer.validate if split == "val" else trainer.test
-    run(model=module, datamodule=datamodule, verbose=False)
+    try:
+        run(model=module, datamodule=datamodule, verbose=False)
+    except (SystemExit, KeyboardInterrupt) as err:
+        if isinstance(err, SystemExit) and not trainer.interrupted:
+            raise
+        raise Interrupted(
+            "evaluation stopped before its end, nothing was written (an AP needs every image); "
+            "run the command again"
+        ) from None
     metrics = {
         k.split("/", 1)[1]: float(v)
         for k, v in trainer.callback_metrics.items()

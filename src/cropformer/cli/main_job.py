@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cropformer.run import provenance
-from cropformer.run.boundary import user_errors_exit
+from cropformer.run.boundary import record_failure_line, user_errors_exit
 from cropformer.run.config import compose_config
 from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
@@ -88,7 +88,11 @@ def main_job(overrides: list[str]) -> dict[str, Any]:
         cfg = compose_config(
             [f"experiment={experiment}", *overrides, f"paths.output_dir={job_dir / name}"]
         )
-        summaries[name] = train(cfg)
+        try:
+            summaries[name] = train(cfg)
+        except Exception as err:  # the boundary prints the line; the run folder keeps it too
+            record_failure_line(cfg, err)
+            raise
     cf, m2f = summaries["cropformer"], summaries["mask2former"]
     result = {
         "split": "test",

@@ -16,10 +16,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cropformer.cli.validate import pixel_decoder_setting, require
-from cropformer.run.boundary import user_errors_exit
+from cropformer.run.boundary import EXIT_UNREADABLE, user_errors_exit
 from cropformer.run.checkpoint import resolve_ckpt
 from cropformer.run.inference_settings import fusion_settings, view_settings
-from cropformer.run.setup import start_run
+from cropformer.run.setup import in_multirun, start_run
 from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
@@ -62,7 +62,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     write = cfg.get("write") or {}
     files = list_images(str(cfg.input))
     run_dir = start_run(cfg)
-    checkpoint = resolve_ckpt(cfg, str(cfg.get("train_task", "train")))  # names the run of last
+    checkpoint = resolve_ckpt(cfg, cfg.get("train_task"))  # names the run of last
     assert checkpoint is not None
     out_dir = Path(str(cfg.output)) if cfg.get("output") else run_dir / "predictions"
 
@@ -99,9 +99,6 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "settings": segmenter.settings,
     }
     write_json(run_dir / "predict_summary.json", result)
-    if summary.unreadable:
-        names = ", ".join(f for f, _ in summary.unreadable)
-        print(f"skipped {len(summary.unreadable)} unreadable file(s): {names}", file=sys.stderr)
     print(
         f"{summary.processed} images in {summary.seconds:.1f} s = {summary.images_per_second:.2f} "
         f"images/s on {summary.device}, peak memory {summary.peak_memory_mb:.0f} MB "
@@ -109,7 +106,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         flush=True,
     )
     print(
-        json.dumps({k: v for k, v in result.items() if k not in ("unreadable_files", "settings")}),
+        json.dumps(
+            {
+                k: v
+                for k, v in result.items()
+                if k not in ("unreadable_files", "settings", "producer")
+            }
+        ),
         flush=True,
     )
     return result
@@ -117,5 +120,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
 @user_errors_exit
 def main(cfg: DictConfig) -> dict[str, Any]:
-    """Entry point of ``predict.py``."""
-    return predict(cfg)
+    """Entry point of ``predict.py``: exits with ``EXIT_UNREADABLE`` (3) when any input file
+    could not be read (the others are written; the line and ``predict_summary.json`` name them)."""
+    result = predict(cfg)
+    if result["unreadable"] and not in_multirun():
+        names = ", ".join(result["unreadable_files"])
+        print(
+            f"error: {result['unreadable']} input file(s) could not be read (skipped, the others "
+            f"are written): {names}",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(EXIT_UNREADABLE)
+    return result

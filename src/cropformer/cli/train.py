@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cropformer.cli.validate import check_data_paths, check_values, require
+from cropformer.model.checkpoint_io import checkpoint_kind, read_checkpoint_header
 from cropformer.run import provenance
 from cropformer.run.boundary import user_errors_exit
 from cropformer.run.checkpoint import (
     check_resume_matches,
+    checkpoint_step,
     read_wandb_id,
     resolve_ckpt,
     run_dir_of,
@@ -23,13 +27,21 @@ from cropformer.run.checkpoint import (
 )
 from cropformer.run.inference_settings import apply_to_data, apply_to_model
 from cropformer.run.instantiators import instantiate_callbacks, instantiate_loggers
-from cropformer.run.setup import readable, resolve_loader_settings, start_run
+from cropformer.run.setup import readable, resolve_loader_settings, show_config_tree, start_run
 from cropformer.training.checkpointing import AtomicCheckpointIO
+from cropformer.training.module import load_init_weights
 from cropformer.utils.atomic import write_json
-from cropformer.utils.errors import UserError
+from cropformer.utils.errors import Interrupted, UserError
+from cropformer.utils.hardware import cpu_precision_warning
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
+
+#: what a smoke run (debug=smoke, make smoke) says about itself
+SMOKE = (
+    "2 steps on a few tiny scenes to check that training, evaluation and checkpoints run; "
+    "not a result"
+)
 
 
 def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
@@ -41,6 +53,14 @@ def check_world_size(cfg: DictConfig, trainer: L.Trainer) -> None:
             f"data.batch_size={batch_size} (global images per step) is not divisible by the "
             f"{world} processes (trainer.devices x trainer.num_nodes); use a multiple of {world}"
         )
+
+
+def is_lightning_checkpoint(path: Path) -> bool:
+    """A checkpoint of this platform (resumable), not an official or converted weights file."""
+    try:
+        return checkpoint_kind(read_checkpoint_header(path)) == "lightning"
+    except Exception as err:
+        raise UserError(f"ckpt={path}: cannot read it as a checkpoint ({err})") from err
 
 
 def build(cfg: DictConfig, wandb_id: str | None = None) -> dict[str, Any]:
@@ -75,12 +95,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.time()
     check_values(cfg)
-    run_dir = start_run(cfg, show_config=True)
+    # the config tree is shown once the objects are built: a failure before is one line
+    run_dir = start_run(cfg, show_config=None)
     prov = provenance.start(cfg, run_dir)
+    if cfg.get("smoke"):
+        log.info(f"smoke run: {SMOKE}")
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
     ckpt_path = resolve_ckpt(cfg, str(cfg.task_name), exclude=run_dir)
+    start_weights = None
+    if ckpt_path is not None and not is_lightning_checkpoint(ckpt_path):
+        # an official or converted file holds weights only: start a new training from them
+        log.info(f"ckpt={ckpt_path} holds network weights only: a new training starts from them")
+        start_weights, ckpt_path = ckpt_path, None
     wandb_id = read_wandb_id(run_dir_of(ckpt_path)) if ckpt_path is not None else None
     if ckpt_path is not None:
         check_resume_matches(cfg, ckpt_path)
@@ -93,6 +121,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     objects = build(cfg, wandb_id=wandb_id)
     datamodule, model, trainer = objects["datamodule"], objects["model"], objects["trainer"]
     check_world_size(cfg, trainer)
+    warn_cpu_precision(cfg, trainer)
+    show_config_tree(cfg, default=True)
+    if start_weights is not None:
+        load_init_weights(model.net, str(start_weights))
+    elif ckpt_path is None and cfg.get("train", True):
+        model.init_weights()  # model.init_checkpoint, read when a training starts, never on load
     if trainer.global_rank == 0:
         datamodule.prepare_data()
     stages = tuple(s for s, on in (("train", cfg.get("train")), ("val", True)) if on)
@@ -102,7 +136,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {}
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with interrupt_report(trainer, run_dir):
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
         steps = _final_step(trainer, run_dir)
         val_step = trainer.callback_metrics.get("val/step")
         if (val_step is None or int(val_step) != steps) and not trainer.fast_dev_run:
@@ -127,12 +162,58 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "minutes": round((time.time() - started) / 60.0, 2),
         "provenance": provenance.finish(prov),
     }
+    if trainer.fast_dev_run:
+        summary["fast_dev_run"] = True
+    if cfg.get("smoke"):
+        summary["smoke"] = True
     _finish_loggers(objects["loggers"])
     if trainer.global_rank == 0:
         write_json(run_dir / "metrics.json", summary)
         if cfg.get("summary", True):
             _print_summary(summary)
     return summary
+
+
+def warn_cpu_precision(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """``trainer.precision=16|bf16`` on a CPU without the units: predict/eval's one warning line.
+
+    Lightning runs fp16 autocast on CPU as bf16 (``16-mixed`` becomes ``bf16-mixed``), so the
+    line names both what was asked and what runs.
+    """
+    if trainer.strategy.root_device.type != "cpu":
+        return
+    asked, runs = str(OmegaConf.select(cfg, "trainer.precision")), str(trainer.precision)
+    warning = cpu_precision_warning(runs)
+    if warning:
+        if asked != runs:
+            warning = f"trainer.precision={asked} runs as {runs} on CPU (Lightning); {warning}"
+        log.warning(warning.replace(f"precision={runs}", f"trainer.precision={runs}", 1))
+
+
+@contextlib.contextmanager
+def interrupt_report(trainer: L.Trainer, run_dir: Path) -> Iterator[None]:
+    """Ctrl-C during ``trainer.fit``: one line naming what was saved and how to resume.
+
+    Lightning catches the KeyboardInterrupt, calls the callbacks' ``on_exception`` (which save
+    ``last.ckpt``, ``PeriodicCheckpoint``) and exits; this turns that exit into ``Interrupted``.
+    """
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt) as err:
+        if isinstance(err, SystemExit) and not trainer.interrupted:
+            raise
+        last = run_dir / "checkpoints" / "last.ckpt"
+        step = int(trainer.global_step)
+        if last.is_file():
+            saved = checkpoint_step(last)
+            raise Interrupted(
+                f"training stopped at step {step}; saved {last} (step {saved}); resume with "
+                f"`python train.py ckpt={last}` and the same overrides"
+            ) from None
+        raise Interrupted(
+            f"training stopped at step {step} before any checkpoint was saved; run the command "
+            "again to start over"
+        ) from None
 
 
 def validate_at_end(cfg: DictConfig) -> None:
@@ -188,13 +269,18 @@ def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:
 def _print_summary(summary: dict[str, Any]) -> None:
     import json
 
-    best = summary["best_checkpoint"] or "none (no validation ran during training)"
+    best = summary["best_checkpoint"] or (
+        "none (fast_dev_run saves no checkpoint)"
+        if summary.get("fast_dev_run")
+        else "none (no validation ran during training)"
+    )
     ap = summary["entity_ap"]
+    smoke = f" (smoke run: {SMOKE})" if summary.get("smoke") else ""
     lines = [
         "",
         f"run directory : {summary['run_dir']}",
         f"steps         : {summary['steps']} ({summary['minutes']} min)",
-        f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}",
+        (f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}") + smoke,
         *(
             [f"AP^e (test)   : {summary['test_entity_ap']:.2f}"]
             if isinstance(summary.get("test_entity_ap"), float)
@@ -204,7 +290,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"best ckpt     : {best}",
     ]
     print("\n".join(lines), flush=True)
-    short = readable({k: summary[k] for k in ("entity_ap", "run_dir", "minutes", "steps")})
+    keys = ("entity_ap", "run_dir", "minutes", "steps", "smoke")
+    short = readable({k: summary[k] for k in keys if k in summary})
     print(json.dumps(short), flush=True)
 
 

@@ -7,6 +7,12 @@ network, runs several images per forward if asked, writes each output atomically
 + rename) and marks an image complete only after all its outputs are in place, so an interrupted
 run resumes where it stopped and never takes a partial output for a finished one.
 
+A folder of outputs records what produced them (``producer``: the checkpoint's identity and the
+settings that change pixels, given by the caller): an image counts as done only under the same
+record, and a run with another record refuses to resume into the folder (one line naming the
+difference), so a resume never mixes the results of two settings. The record holds no path or
+shard, so every shard of one job computes the same record.
+
 What is written is given by the caller (``Output``s: a suffix and a write function), so this
 module needs no writer of a higher floor (``cropformer.api`` passes the PNG / RLE writers).
 """
@@ -14,12 +20,15 @@ module needs no writer of a higher floor (``cropformer.api`` passes the PNG / RL
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +37,13 @@ import numpy as np
 import torch
 
 from cropformer.schema import EntityPrediction
-from cropformer.utils.errors import UserError
+from cropformer.utils.errors import Interrupted, UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
-DONE_DIR = ".cropformer_done"  # completion lists, one per shard: one finished stem per line
+DONE_DIR = ".cropformer_done"  # <record key>/producer.json + one completion list per shard
+PRODUCER_FILE = "producer.json"
 
 
 def list_images(spec: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -138,6 +148,7 @@ class FilesSummary:
     seconds: float = 0.0
     peak_memory_mb: float = 0.0
     device: str = "cpu"
+    producer: dict[str, Any] = field(default_factory=dict)  # what made the outputs (no paths)
 
     @property
     def images_per_second(self) -> float:
@@ -155,6 +166,7 @@ class FilesSummary:
             "images_per_second": round(self.images_per_second, 3),
             "peak_memory_mb": round(self.peak_memory_mb, 1),
             "device": self.device,
+            "producer": self.producer,
         }
 
 
@@ -202,17 +214,110 @@ def default_num_workers(num_files: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def completed_stems(out_dir: Path) -> set[str]:
-    """Stems listed as finished by any earlier run or shard writing into ``out_dir``."""
+def producer_key(producer: Mapping[str, Any]) -> str:
+    """A short stable name of a producer record (the folder of its completion lists)."""
+    text = json.dumps(producer, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def completed_stems(out_dir: Path, key: str | None = None) -> set[str]:
+    """Stems listed as finished in ``out_dir`` under the record ``key`` (None: under any)."""
+    root = out_dir / DONE_DIR
+    if not root.is_dir():
+        return set()
+    listings = root.glob(f"{key}/*.txt") if key else [*root.glob("*/*.txt"), *root.glob("*.txt")]
     done: set[str] = set()
-    folder = out_dir / DONE_DIR
-    if not folder.is_dir():
-        return done
-    for listing in folder.glob("*.txt"):
-        text = listing.read_text()
-        lines = text.split("\n")
+    for listing in listings:
+        lines = listing.read_text().split("\n")
         done.update(line for line in lines[:-1] if line)  # a last line without "\n" was cut off
     return done
+
+
+def claim_output_dir(out_dir: Path, producer: Mapping[str, Any], resume: bool) -> str:
+    """Record ``producer`` in ``out_dir``; returns its key (the folder of its completion lists).
+
+    With ``resume``, a folder holding finished outputs of another producer is refused (one line
+    naming the difference and the two ways on); without, the other records are dropped (their
+    outputs are recomputed). The record file is created exclusively, so concurrent shards of one
+    job agree and two jobs with different settings cannot both claim a fresh folder.
+
+    Raises:
+        UserError: the folder's outputs were made by another checkpoint or other settings.
+    """
+    root = out_dir / DONE_DIR
+    key = producer_key(producer)
+    root.mkdir(parents=True, exist_ok=True)
+    others = [p for p in root.iterdir() if p.name != key]
+    finished = [p for p in others if _has_entries(p)]
+    if finished and resume:
+        old = _read_producer(finished[0])
+        diff = (
+            describe_difference(old, producer)
+            if old is not None
+            else ("made by an earlier version that did not record its checkpoint and settings")
+        )
+        raise UserError(
+            f"output={out_dir} holds outputs of another run ({diff}): pass output=<a new folder>, "
+            "or resume=false to recompute them with these settings"
+        )
+    for other in others:  # resume=false, or records without a finished image: superseded
+        if other.is_dir():
+            shutil.rmtree(other, ignore_errors=True)
+        else:
+            other.unlink(missing_ok=True)
+    folder = root / key
+    folder.mkdir(exist_ok=True)
+    record = folder / PRODUCER_FILE
+    if not record.is_file():
+        tmp = folder / f".{PRODUCER_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(producer, indent=2, sort_keys=True, default=str) + "\n")
+        try:
+            os.link(tmp, record)  # exclusive: the first shard's record stays
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return key
+
+
+def _has_entries(path: Path) -> bool:
+    if path.is_file():  # a completion list of a version without records
+        return path.suffix == ".txt" and bool(path.read_text().strip())
+    return any(bool(p.read_text().strip()) for p in path.glob("*.txt"))
+
+
+def _read_producer(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((path / PRODUCER_FILE).read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """``key: old -> new`` for what differs between two producer records (checkpoint in short)."""
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "checkpoint":
+            parts.append(f"checkpoint {_short_checkpoint(a)} -> {_short_checkpoint(b)}")
+        elif isinstance(a, Mapping) and isinstance(b, Mapping):
+            for sub in sorted(set(a) | set(b)):
+                if a.get(sub) != b.get(sub):
+                    parts.append(f"{key}.{sub}: {a.get(sub)} -> {b.get(sub)}")
+        else:
+            parts.append(f"{key}: {a} -> {b}")
+    return "; ".join(parts) or "same settings"
+
+
+def _short_checkpoint(identity: Any) -> str:
+    if not isinstance(identity, Mapping):
+        return str(identity)
+    return (
+        f"{identity.get('name')} (step {identity.get('step')}, sha256 "
+        f"{str(identity.get('sha256'))[:12]})"
+    )
 
 
 def run_on_files(
@@ -228,6 +333,7 @@ def run_on_files(
     images_per_batch: int = 1,
     loader: Callable[[Path], np.ndarray] | None = None,
     progress: bool | None = None,
+    producer: Mapping[str, Any] | None = None,
 ) -> FilesSummary:
     """Predict every image of ``files`` (this shard's share) and write ``outputs`` per image.
 
@@ -245,9 +351,16 @@ def run_on_files(
         images_per_batch: images per forward pass (their views together).
         loader: image reader (default ``cropformer.data.decode.load_image``).
         progress: a progress bar (None: when stdout is a terminal; else a line every ~5 %).
+        producer: what makes the outputs (checkpoint identity, settings that change pixels; no
+            paths): recorded in the folder, which refuses to resume under another record
+            (``claim_output_dir``).
 
     Returns:
         A ``FilesSummary``; unreadable files are counted and named, not fatal.
+
+    Raises:
+        UserError: ``out_dir`` holds outputs of another producer and ``resume`` is set.
+        Interrupted: Ctrl-C; the message says how many images are saved and how to resume.
     """
     if not outputs:
         raise ValueError("run_on_files needs at least one output to write")
@@ -259,11 +372,16 @@ def run_on_files(
         loader = load_image
     started = time.perf_counter()
     out = Path(out_dir)
-    (out / DONE_DIR).mkdir(parents=True, exist_ok=True)
+    key = claim_output_dir(out, dict(producer or {}), resume)
     stems = list(stems) if stems is not None else output_stems(files)
     indices = select_shard(len(files), shard)
-    summary = FilesSummary(output_dir=out, total=len(indices), device=str(predictor.device))
-    done = completed_stems(out) if resume else set()
+    summary = FilesSummary(
+        output_dir=out,
+        total=len(indices),
+        device=str(predictor.device),
+        producer=dict(producer or {}),
+    )
+    done = completed_stems(out, key) if resume else set()
     todo: list[tuple[int, Path]] = []
     for i in indices:
         if stems[i] in done and all((out / f"{stems[i]}{o.suffix}").is_file() for o in outputs):
@@ -286,30 +404,50 @@ def run_on_files(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     tag = "all" if shard == (0, 1) else f"shard-{shard[0]}-of-{shard[1]}"
-    with (out / DONE_DIR / f"{tag}.txt").open("a") as done_list:
-        report = _Progress(len(todo), progress)
-        for items in data:
-            readable = [it for it in items if "error" not in it]
-            for it in items:
-                if "error" in it:
-                    log.warning(f"skipping unreadable file {it['path']}: {it['error']}")
-                    summary.unreadable.append((str(it["path"]), it["error"]))
-            preds = predictor.predict_samples([it["sample"] for it in readable]) if readable else []
-            for it, pred in zip(readable, preds):
-                result = PredictedFile(
-                    it["index"], Path(it["path"]), stems[it["index"]], pred, it["image"]
-                )
-                for o in outputs:
-                    _write_atomically(out / f"{result.stem}{o.suffix}", o, result)
-                # listed only once every output is in place: a crash before leaves it undone
-                done_list.write(result.stem + "\n")
-                done_list.flush()
-                summary.processed += 1
-            report.step(len(items))
+    report = _Progress(len(todo), progress)
+    try:
+        with (out / DONE_DIR / key / f"{tag}.txt").open("a" if resume else "w") as done_list:
+            for items in data:
+                _predict_and_write(predictor, items, stems, out, outputs, done_list, summary)
+                report.step(len(items))
+    except KeyboardInterrupt:
         report.close()
+        done_now = summary.already_done + summary.processed
+        raise Interrupted(
+            f"predict stopped after {summary.processed} new images; {done_now} of "
+            f"{summary.total} images are complete in {out} (partial files are never left); "
+            "run the same command again to resume"
+        ) from None
+    report.close()
     summary.seconds = time.perf_counter() - started
     summary.peak_memory_mb = _peak_memory_mb(predictor.device)
     return summary
+
+
+def _predict_and_write(
+    predictor: Any,
+    items: Sequence[dict[str, Any]],
+    stems: Sequence[str],
+    out: Path,
+    outputs: Sequence[Output],
+    done_list: Any,
+    summary: FilesSummary,
+) -> None:
+    """One batch of decoded images: predict, write each output atomically, list as done."""
+    readable = [it for it in items if "error" not in it]
+    for it in items:
+        if "error" in it:
+            log.warning(f"skipping unreadable file {it['path']}: {it['error']}")
+            summary.unreadable.append((str(it["path"]), it["error"]))
+    preds = predictor.predict_samples([it["sample"] for it in readable]) if readable else []
+    for it, pred in zip(readable, preds):
+        result = PredictedFile(it["index"], Path(it["path"]), stems[it["index"]], pred, it["image"])
+        for o in outputs:
+            _write_atomically(out / f"{result.stem}{o.suffix}", o, result)
+        # listed only once every output is in place: a crash before leaves it undone
+        done_list.write(result.stem + "\n")
+        done_list.flush()
+        summary.processed += 1
 
 
 def _write_atomically(final: Path, output: Output, result: PredictedFile) -> None:

@@ -112,3 +112,48 @@ def _query_override(state_dict: Mapping[str, Any], name: str) -> list[str]:
     if query is None:
         return []
     return [f"model.net.decoder.num_queries={int(query.shape[0])}"]
+
+
+def strip_compile_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter names without ``torch.compile``'s ``_orig_mod.`` (written by other tools)."""
+    return {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+
+
+def network_state(stored: Any) -> tuple[dict[str, Any], list[str]]:
+    """The network's weights under our names, from a loaded file of any kind.
+
+    One reading of every format (used for ``ckpt=``, ``load_segmenter`` and
+    ``model.init_checkpoint`` alike): an official detectron2 file is converted in memory; a
+    checkpoint of this platform gives its ``net.*`` entries without the prefix; a converted file
+    or a bare state dict is taken as it is. ``torch.compile`` prefixes are dropped.
+
+    Returns:
+        (state dict of the network, official keys that map to nothing: always empty for files
+        that are not official).
+    """
+    official = official_weights(stored)
+    if official is not None and checkpoint_kind(stored) == "official":
+        from cropformer.model.convert import convert_official_state_dict
+
+        state, unmapped = convert_official_state_dict(official)
+        return dict(state), list(unmapped)
+    state = stored.get("state_dict", stored) if isinstance(stored, Mapping) else stored
+    if not isinstance(state, Mapping):
+        raise ValueError(f"expected a state dict, found {type(state).__name__}")
+    if any(isinstance(k, str) and k.startswith("net.") for k in state):
+        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    return strip_compile_prefix(state), []
+
+
+def read_checkpoint_header(path: str | Path) -> Any:
+    """A file's content without reading its tensors into memory (memory-mapped where possible).
+
+    For a look at its kind, step or stored configs; use ``read_weights_file`` for the weights.
+    """
+    path = Path(path)
+    if path.suffix == ".pkl":
+        return read_weights_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # an old (non-zip) serialisation cannot be memory-mapped
+        return torch.load(path, map_location="cpu", weights_only=False)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -49,14 +50,17 @@ def in_multirun() -> bool:
 QUIET_WARNINGS: tuple[str, ...] = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
 
 
-def start_run(cfg: DictConfig, show_config: bool = False) -> Path:
+def start_run(cfg: DictConfig, show_config: bool | None = False) -> Path:
     """Set up the console, record the run (config, environment); return the run dir.
 
     The config tree always goes to ``config_tree.log``; it is printed when ``extras.print_config``
     is true, or when it is null and ``show_config`` (the task's default: train prints it, eval and
-    predict do not).
+    predict do not); ``show_config=None`` never prints it here (train prints it once its objects
+    are built, ``show_config_tree``, so a failure to build them stays one line).
     """
     setup_console_logging()
+    # Ctrl-C: the boundary's one ``interrupted:`` line replaces Lightning's own
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_QuietInterrupt())
     out = output_dir(cfg)
     extras = cfg.get("extras") or {}
     if extras.get("ignore_warnings"):
@@ -68,11 +72,26 @@ def start_run(cfg: DictConfig, show_config: bool = False) -> Path:
         print_config_tree(
             cfg,
             save_to=out / "config_tree.log",
-            show=bool(show_config if show is None else show),
+            show=show_config is not None and bool(show_config if show is None else show),
         )
         OmegaConf.save(cfg, out / "config.yaml")
         (out / "run_info.json").write_text(json.dumps(run_info(), indent=2) + "\n")
     return out
+
+
+class _QuietInterrupt(logging.Filter):
+    """Drops Lightning's 'Detected KeyboardInterrupt' line (the boundary reports Ctrl-C)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Detected KeyboardInterrupt" not in record.getMessage()
+
+
+def show_config_tree(cfg: DictConfig, default: bool) -> None:
+    """Print the config tree when ``extras.print_config`` says so (null: the task's default)."""
+    extras = cfg.get("extras") or {}
+    show = extras.get("print_config")
+    if is_rank_zero() and bool(default if show is None else show):
+        print_config_tree(cfg, show=True)
 
 
 def hydra_choices() -> dict[str, Any]:

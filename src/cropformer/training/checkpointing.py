@@ -59,3 +59,15 @@ class PeriodicCheckpoint(Callback):
         if trainer.global_step != self._last_saved and not getattr(trainer, "fast_dev_run", 0):
             trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
             self._last_saved = trainer.global_step
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Ctrl-C: keep the steps done so far in ``last.ckpt`` (a single process only: with
+        several, the others may already be gone and saving waits on them)."""
+        if not isinstance(exception, KeyboardInterrupt) or trainer.world_size > 1:
+            return
+        step = trainer.global_step
+        if step > 0 and step != self._last_saved and not getattr(trainer, "fast_dev_run", 0):
+            trainer.save_checkpoint(self.dirpath / "last.ckpt", weights_only=False)
+            self._last_saved = step

@@ -38,27 +38,23 @@ def _plain(node: Any) -> Any:
 
 
 def load_init_weights(net: torch.nn.Module, path: str) -> None:
-    """Initialise ``net`` from a file; missing keys are reported, mismatched shapes are errors."""
+    """Initialise ``net`` from a file when training starts (never when a checkpoint is opened).
+
+    Loaded non-strictly: tensors the file lacks start from scratch (reported in one line),
+    mismatched shapes are an error.
+    """
     from pathlib import Path
+
+    from cropformer.model.checkpoint_io import network_state, read_weights_file
 
     if not Path(path).is_file():
         raise UserError(f"model.init_checkpoint={path}: file not found")
-    from cropformer.model.checkpoint_io import official_weights, read_weights_file
-    from cropformer.model.convert import convert_official_state_dict
-
-    stored = read_weights_file(path)
-    official = official_weights(stored)
-    if official is not None:  # a detectron2 .pth/.pkl as published: convert in memory
-        state, unmapped = convert_official_state_dict(official)
-        if unmapped:
-            log.warning(
-                f"init_checkpoint: {len(unmapped)} official keys unused, e.g. {unmapped[:3]}"
-            )
-    else:
-        state = stored.get("state_dict", stored) if isinstance(stored, dict) else stored
-    if any(k.startswith("net.") for k in state):
-        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
-    state = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+    try:
+        state, unmapped = network_state(read_weights_file(path))
+    except Exception as err:  # not a weights file at all
+        raise UserError(f"model.init_checkpoint={path}: cannot read it as weights ({err})") from err
+    if unmapped:
+        log.warning(f"init_checkpoint: {len(unmapped)} official keys unused, e.g. {unmapped[:3]}")
     own = net.state_dict()
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if bad:
@@ -100,8 +96,10 @@ class CropFormerModule(L.LightningModule):
         metric: extra keyword arguments of the entity-AP metric (e.g. ``boundary: true``).
         init_checkpoint: weights to start from (a checkpoint of this platform, a converted
             official state dict, or an official detectron2 ``.pth``/``.pkl`` as published).
-            Loaded non-strictly: a Mask2Former checkpoint initialises a CropFormer except for
-            its association module (official practice, ref. doc §2.7).
+            Loaded non-strictly by ``init_weights()`` when a training starts from scratch (a
+            Mask2Former checkpoint initialises a CropFormer except for its association module,
+            official practice, ref. doc §2.7). Stored as provenance only: opening a checkpoint
+            of this module never reads it again (its weights are in the state dict).
     """
 
     def __init__(
@@ -137,8 +135,6 @@ class CropFormerModule(L.LightningModule):
         self.criterion = instantiate(self.hparams["criterion"])
         self.fusion = instantiate(self.hparams["fusion"])
         self.nan_policy = nan_policy
-        if init_checkpoint:
-            load_init_weights(self.net, init_checkpoint)
         self._forward_impl = self.net
         if compile:
             # Not registered as a submodule: parameter names stay free of ``_orig_mod.``.
@@ -146,6 +142,21 @@ class CropFormerModule(L.LightningModule):
         self._metric: Any = None
         self.skipped_steps = 0
         self.last_val_step = -1
+
+    @classmethod
+    def from_loaded(cls, loaded: Any) -> CropFormerModule:
+        """The module around a read checkpoint (``cropformer.api.loading.LoadedCheckpoint``)."""
+        module = cls(
+            net=loaded.net_config, criterion=loaded.criterion_config, fusion=loaded.fusion_config
+        )
+        loaded.load_into(module.net)
+        return module.eval()
+
+    def init_weights(self) -> None:
+        """Load ``init_checkpoint`` into the network (a training that starts, not a resume)."""
+        path = self.hparams.get("init_checkpoint")
+        if path:
+            load_init_weights(self.net, str(path))
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Batch, aux: bool = True) -> Outputs:
@@ -299,9 +310,9 @@ class CropFormerModule(L.LightningModule):
         if "data_config" in checkpoint:
             self._data_config = checkpoint["data_config"]
         # checkpoints of compiled networks written by other tools carry ``_orig_mod.``
-        state = checkpoint.get("state_dict", {})
-        if any("_orig_mod." in k for k in state):
-            checkpoint["state_dict"] = {k.replace("_orig_mod.", ""): v for k, v in state.items()}
+        from cropformer.model.checkpoint_io import strip_compile_prefix
+
+        checkpoint["state_dict"] = strip_compile_prefix(checkpoint.get("state_dict", {}))
 
 
 # Checkpoints written before the optimizer/scheduler configs carried a ``_target_``.

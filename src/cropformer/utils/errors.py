@@ -8,3 +8,10 @@ class UserError(Exception):
 
     The message must name the key, file or value and say what to do.
     """
+
+
+class Interrupted(Exception):  # noqa: N818 (not an error: the user stopped the run)
+    """Ctrl-C caught by a task: the message says what was saved and how to resume.
+
+    Reported at the command boundary as one ``interrupted: ...`` line (exit code 130).
+    """

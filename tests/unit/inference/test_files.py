@@ -17,6 +17,7 @@ from PIL import Image
 from cropformer.evaluation.writers import read_id_map_png, write_id_map_png
 from cropformer.inference.files import (
     DONE_DIR,
+    PRODUCER_FILE,
     Output,
     completed_stems,
     list_images,
@@ -27,7 +28,7 @@ from cropformer.inference.files import (
 )
 from cropformer.inference.fusion import MultiViewFusion
 from cropformer.inference.predictor import EntityPredictor
-from cropformer.utils.errors import UserError
+from cropformer.utils.errors import Interrupted, UserError
 
 
 class RedNet(torch.nn.Module):
@@ -156,7 +157,7 @@ def test_crash_and_resume_write_every_output_once_identical_to_one_run(tmp_path)
 
     out = tmp_path / "out"
     first: list[str] = []
-    with pytest.raises(KeyboardInterrupt):  # crash while writing the 8th id map
+    with pytest.raises(Interrupted, match="7 of 16 images are complete"):  # Ctrl-C at the 8th
         run_on_files(
             _predictor(),
             files,
@@ -221,3 +222,84 @@ def test_shards_together_equal_one_run_with_workers(tmp_path):
     assert counts == [4, 4]
     assert _outputs(sharded) == _outputs(tmp_path / "one")
     assert completed_stems(sharded) == set(output_stems(files))
+
+
+PRODUCER = {
+    "checkpoint": {"name": "last.ckpt", "step": 200, "sha256": "a" * 64},
+    "test": {"short_side": 800, "num_crops": 4},
+    "fusion": {"decoder": "B-OC"},
+    "precision": "32",
+}
+
+
+def _run(files, out, producer, log=None, **kwargs):
+    return run_on_files(
+        _predictor(),
+        files,
+        out,
+        [_ids_output(log)],
+        num_workers=0,
+        progress=False,
+        producer=producer,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"checkpoint": {"name": "last.ckpt", "step": 4, "sha256": "b" * 64}}, "checkpoint"),
+        ({"fusion": {"decoder": "I-O"}}, "fusion.decoder: B-OC -> I-O"),
+        ({"test": {"short_side": 800, "num_crops": 0}}, "test.num_crops: 4 -> 0"),
+        ({"precision": "bf16"}, "precision: 32 -> bf16"),
+    ],
+)
+def test_resume_refuses_outputs_of_another_checkpoint_or_settings(tmp_path, change, named):
+    _make_images(tmp_path / "in", 3)
+    files = list_images(tmp_path / "in")
+    out = tmp_path / "out"
+    _run(files, out, PRODUCER)
+    before = {p.name: p.read_bytes() for p in out.glob("*_ids.png")}
+    log: list[str] = []
+    with pytest.raises(UserError) as err:
+        _run(files, out, {**PRODUCER, **change}, log)
+    line = str(err.value)
+    assert "\n" not in line and named in line
+    assert "output=<a new folder>" in line and "resume=false" in line
+    assert not log  # nothing computed, nothing overwritten
+    assert {p.name: p.read_bytes() for p in out.glob("*_ids.png")} == before
+
+
+def test_resume_false_recomputes_under_the_new_record_only(tmp_path):
+    _make_images(tmp_path / "in", 3)
+    files = list_images(tmp_path / "in")
+    out = tmp_path / "out"
+    _run(files, out, PRODUCER)
+    other = {**PRODUCER, "fusion": {"decoder": "I-O"}}
+    log: list[str] = []
+    summary = _run(files, out, other, log, resume=False)
+    assert summary.processed == 3 and len(log) == 3
+    records = [json.loads(p.read_text()) for p in (out / DONE_DIR).glob(f"*/{PRODUCER_FILE}")]
+    assert records == [other]  # the old record is gone: nothing can mix
+    again: list[str] = []
+    assert _run(files, out, other, again).already_done == 3 and not again
+
+
+def test_same_record_resumes_and_shards_agree(tmp_path):
+    _make_images(tmp_path / "in", 4)
+    files = list_images(tmp_path / "in")
+    out = tmp_path / "out"
+    assert _run(files, out, PRODUCER, shard=(0, 2)).processed == 2
+    assert _run(files, out, dict(PRODUCER), shard=(1, 2)).processed == 2
+    assert len(list((out / DONE_DIR).iterdir())) == 1  # one record for both shards
+    assert _run(files, out, PRODUCER).already_done == 4
+
+
+def test_a_folder_of_an_earlier_version_is_not_resumed_blindly(tmp_path):
+    _make_images(tmp_path / "in", 2)
+    files = list_images(tmp_path / "in")
+    out = tmp_path / "out"
+    (out / DONE_DIR).mkdir(parents=True)
+    (out / DONE_DIR / "all.txt").write_text("frame_0000\n")
+    with pytest.raises(UserError, match="did not record"):
+        _run(files, out, PRODUCER)
