@@ -141,7 +141,7 @@ def read_checkpoint(
             f"(first: {unmapped[0]}); is it a CropFormer/Mask2Former checkpoint?"
         )
     overrides = {k: v for k, v in (fusion or {}).items() if v is not None}
-    identity = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    identity: dict[str, Any] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     if kind == "lightning":
         if model is not None or official_config is not None:
             raise UserError(
