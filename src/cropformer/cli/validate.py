@@ -289,8 +289,9 @@ def command_line_error(
 def check_command_line(config_name: str, conf_dir: Path, argv: list[str] | None = None) -> None:
     """Exit with one ``error:`` line (code 2) if the command line has an unknown key or bad value.
 
-    Called by the shims before ``@hydra.main``, so nothing is written yet. Problems Hydra reports
-    well itself (syntax, unknown group options) are left to Hydra.
+    Called by the shims before ``@hydra.main``, so nothing is written yet. A composition error
+    (an unknown group option such as ``model=cropformer_tinyy``, a syntax error) is one line too:
+    Hydra's message with its list of available options, without its 20-line frame.
     """
     from hydra._internal.utils import get_args_parser
 
@@ -307,8 +308,12 @@ def check_command_line(config_name: str, conf_dir: Path, argv: list[str] | None 
             conf_dir=conf_dir,
             multirun=bool(args.multirun),
         )
-    except Exception:
-        return  # a composition error: Hydra reports it with its own message
+    except Exception as err:  # a composition error: Hydra's message on one line
+        text = " ".join(str(err).split())
+        for tail in (" Config search path:", " Set the environment variable HYDRA_FULL_ERROR"):
+            text = text.split(tail)[0]
+        print(f"error: {text.rstrip(' .')}", file=sys.stderr, flush=True)
+        sys.exit(2)
     if message:
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)

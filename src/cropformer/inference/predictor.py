@@ -61,6 +61,33 @@ def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def predict_entities(
+    net: Callable[..., Outputs],
+    fusion: Callable[[Outputs, Batch], list[EntityPrediction]],
+    batch: Batch,
+    *,
+    device: torch.device | str | None = None,
+    network_context: contextlib.AbstractContextManager[Any] | None = None,
+    **net_kwargs: Any,
+) -> list[EntityPrediction]:
+    """The one inference path: the network on a collated batch's views, then the fusion.
+
+    Used by validation and ``eval.py`` (``CropFormerModule.predict_entities``) and by
+    ``predict.py`` / the Python API (``EntityPredictor.predict_samples``), so both compute the
+    same predictions from the same batch. ``device`` moves the images there;
+    ``network_context`` wraps the network alone (autocast: the fusion stays fp32).
+
+    Shape: batch images (N, 3, H, W) with N = B * T -> B predictions at original resolution.
+    """
+    num_views = int(batch["boxes"].shape[1])
+    images, view_sizes = batch["images"], batch["view_sizes"]
+    if device is not None:
+        images, view_sizes = images.to(device), view_sizes.to(device)
+    with network_context or contextlib.nullcontext():
+        outputs = net(images, num_views=num_views, view_sizes=view_sizes, **net_kwargs)
+    return fusion(outputs, batch)
+
+
 @dataclass(frozen=True)
 class EvalViews:
     """The evaluation views of one image: a small picklable callable for DataLoader workers.
@@ -251,16 +278,17 @@ class EntityPredictor:
         for i, sample in enumerate(samples):
             groups.setdefault(len(sample["views"]), []).append(i)
         results: list[EntityPrediction | None] = [None] * len(samples)
-        for num_views, members in groups.items():
+        for members in groups.values():
             batch = collate([samples[i] for i in members])
-            with self._autocast():
-                outputs = self.net(
-                    batch["images"].to(self.device),
-                    num_views=num_views,
-                    view_sizes=batch["view_sizes"].to(self.device),
-                    **self.net_kwargs,
-                )
-            for i, pred in zip(members, self.fusion(outputs, batch)):
+            preds = predict_entities(
+                self.net,
+                self.fusion,
+                batch,
+                device=self.device,
+                network_context=self._autocast(),
+                **self.net_kwargs,
+            )
+            for i, pred in zip(members, preds):
                 results[i] = pred
         return [r for r in results if r is not None]
 

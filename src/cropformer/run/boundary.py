@@ -64,7 +64,7 @@ def error_line(err: BaseException) -> tuple[str, int]:
             cause = cause.__cause__
     if type(cause).__name__ in ("MisconfigurationException", "UserError"):
         code = EXIT_USER
-    message = " ".join(str(cause).split()) or type(cause).__name__
+    message = " ".join(str(cause).split()).rstrip(".") or type(cause).__name__
     if isinstance(cause, InstantiationException):  # no chained cause: strip Hydra's framing
         message = message.split(" full_key:")[0]
     kind = type(cause).__name__
@@ -102,7 +102,7 @@ def user_errors_exit(func: F) -> F:
             line, code = error_line(err)
             details = None if code == EXIT_USER and isinstance(err, UserError) else err
             where = _record_error(cfg, f"error: {line}", details)
-            if details is not None and where is not None:
+            if code == EXIT_FAILED and where is not None:
                 line += f" (traceback in {where})"
             print(f"error: {line}", file=sys.stderr, flush=True)
             sys.exit(code)

@@ -170,9 +170,11 @@ class CropFormerModule(L.LightningModule):
         )
 
     def predict_entities(self, batch: Batch) -> list[EntityPrediction]:
-        """Network + multi-view fusion: one non-overlapping EntityPrediction per image."""
-        outputs = self(batch, aux=False)
-        return self.fusion(outputs, batch)
+        """Network + multi-view fusion: one non-overlapping EntityPrediction per image (the
+        inference path of ``predict.py``, ``inference.predictor.predict_entities``)."""
+        from cropformer.inference.predictor import predict_entities
+
+        return predict_entities(self._forward_impl, self.fusion, batch, aux=False)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
