@@ -201,8 +201,11 @@ def test_predict_refuses_to_resume_into_outputs_of_another_checkpoint_or_setting
     before = (out / "a_ids.png").read_bytes()
     for extra, named in (
         ((f"ckpt={made['main_job_m2f']}",), "checkpoint last.ckpt"),
-        ((f"ckpt={made['main_job']}", "fusion.decoder=I-O"), "fusion.decoder: B-OC -> I-O"),
-        ((f"ckpt={made['main_job']}", "test.num_crops=0"), "test.num_crops: 4 -> 0"),
+        (
+            (f"ckpt={made['main_job']}", "inference.fusion.decoder=I-O"),
+            "inference.fusion.decoder: B-OC -> I-O",
+        ),
+        ((f"ckpt={made['main_job']}", "inference.num_crops=0"), "inference.num_crops: 4 -> 0"),
     ):
         with pytest.raises(UserError) as err:
             run(*extra)
@@ -241,8 +244,8 @@ def _predict_cmd(ckpt: Path, inputs: Path, out: Path, logs: Path) -> list[str]:
         f"input={inputs}",
         f"output={out}",
         f"paths.log_dir={logs}",
-        "test.short_side=128",
-        "test.max_size=192",
+        "inference.short_side=128",
+        "inference.max_size=192",
     ]
 
 

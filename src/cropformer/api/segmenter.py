@@ -50,8 +50,10 @@ class Segmenter:
         changes the memory, not the result."""
         return {
             "checkpoint": self.info.identity(),
-            "test": dict(self.settings),
-            "fusion": {k: v for k, v in self.fusion_config.items() if k != "_target_"},
+            "inference": {
+                **self.settings,
+                "fusion": {k: v for k, v in self.fusion_config.items() if k != "_target_"},
+            },
             "precision": f"{self.predictor.precision} ({self.predictor.precision_parts()})",
             "runtime": "torch",
             "outputs": sorted(suffixes),

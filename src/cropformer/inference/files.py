@@ -294,21 +294,29 @@ def _read_producer(path: Path) -> dict[str, Any] | None:
 
 
 def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """``key: old -> new`` for what differs between two producer records (checkpoint in short)."""
+    """``key: old -> new`` for what differs between two producer records (the checkpoint in
+    short, nested settings by their dotted names, e.g. ``inference.fusion.decoder``)."""
     parts = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if key == "checkpoint":
-            parts.append(f"checkpoint {_short_checkpoint(a)} -> {_short_checkpoint(b)}")
-        elif isinstance(a, Mapping) and isinstance(b, Mapping):
-            for sub in sorted(set(a) | set(b)):
-                if a.get(sub) != b.get(sub):
-                    parts.append(f"{key}.{sub}: {a.get(sub)} -> {b.get(sub)}")
-        else:
-            parts.append(f"{key}: {a} -> {b}")
+    if old.get("checkpoint") != new.get("checkpoint"):
+        parts.append(
+            f"checkpoint {_short_checkpoint(old.get('checkpoint'))} -> "
+            f"{_short_checkpoint(new.get('checkpoint'))}"
+        )
+    a = _flat({k: v for k, v in old.items() if k != "checkpoint"}, "")
+    b = _flat({k: v for k, v in new.items() if k != "checkpoint"}, "")
+    parts += [
+        f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+    ]
     return "; ".join(parts) or "same settings"
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def _short_checkpoint(identity: Any) -> str:
