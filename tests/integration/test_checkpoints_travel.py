@@ -218,13 +218,13 @@ def test_predict_refuses_to_resume_into_outputs_of_another_checkpoint_or_setting
     )
 
 
-def test_trainer_error_is_one_line_with_error_txt(made, tmp_path):
+def test_trainer_error_is_one_line_with_error_txt(tmp_path):
     proc = run_script(
         "train.py",
         *TINY_RUN,
         "trainer.devices=-3",
         f"paths.log_dir={tmp_path}/logs",
-        f"paths.data_dir={made['data']}",
+        f"paths.data_dir={tmp_path}/data",
         timeout=240,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
