@@ -228,28 +228,51 @@ def local_path(path: str) -> Path:
     return root / m.group(2) if m.group(2) else root
 
 
-def _checkpoint_of(name: str, job: Job) -> Path:
+#: metrics a retrained checkpoint must reproduce exactly (CPU training is deterministic)
+REPRODUCED = ("test_entity_ap", "val_entity_ap")
+
+
+def _checkpoint_of(name: str, job: Job, python: str) -> Path:
+    """The checkpoint of train job ``name``; retrained when this machine lacks it.
+
+    Run folders are not committed, so a later session (or another machine) has the records but
+    not the weights. Training is deterministic on CPU, so the train job is run again into its
+    folder and its metrics must equal the record's (else the record is not reproducible here:
+    an error says so and what to do).
+    """
     source = _load(name)
     if source is None:
         raise RuntimeError(f"{job.name} needs the checkpoint of {name}, not run yet")
     ckpt = source.get("checkpoint")
     path = local_path(ckpt) if ckpt else None
-    if path is None or not path.is_file():
-        raise RuntimeError(
-            f"{job.name} needs the checkpoint of {name} ({ckpt}), which is not on this machine "
-            f"(run folders are not committed): delete results/runs/{name}.json to retrain it"
-        )
-    return path
+    if path is not None and path.is_file():
+        return path
+    train_job = next(j for j in jobs() if j.name == name)
+    print(f"[paper] {name}: checkpoint not on this machine; retraining to its record", flush=True)
+    metrics, _, _, _ = _execute(train_job, python, None)
+    for key in REPRODUCED:
+        want, got = source.get("metrics", {}).get(key), metrics.get(key)
+        if want is not None and (got is None or abs(float(got) - float(want)) > 1e-4):
+            raise RuntimeError(
+                f"retraining {name} gave {key}={got}, its record says {want}: the record is not "
+                f"reproducible on this machine; delete results/runs/{name}.json to replace it"
+            )
+    retrained = metrics.get("last_checkpoint")
+    if not retrained or not Path(retrained).is_file():
+        raise RuntimeError(f"retraining {name} wrote no last.ckpt")
+    return Path(retrained)
 
 
-def run_job(job: Job, python: str, lowres: Path | None) -> None:
-    """Run one job in ``logs/paper/<job>`` and record it in ``results/runs/``."""
+def _execute(
+    job: Job, python: str, lowres: Path | None
+) -> tuple[dict[str, Any], Path, list[str], float]:
+    """Run one job in ``logs/paper/<job>``; returns its metrics.json, folder, overrides, start."""
     run_dir = LOGS / job.name
-    if run_dir.exists():  # an interrupted earlier attempt: start it again from scratch
-        shutil.rmtree(run_dir)
     overrides = [o.format(lowres=lowres) for o in job.overrides]
     if job.ckpt_of is not None:
-        overrides = [f"ckpt={_checkpoint_of(job.ckpt_of, job)}", *overrides]
+        overrides = [f"ckpt={_checkpoint_of(job.ckpt_of, job, python)}", *overrides]
+    if run_dir.exists():  # an interrupted earlier attempt: start it again from scratch
+        shutil.rmtree(run_dir)
     cmd = [python, job.script, *overrides, *EXTRA_OVERRIDES, f"hydra.run.dir={run_dir}"]
     print(f"[paper] {job.name}: {' '.join(cmd[1:])}", flush=True)
     started = time.time()
@@ -258,7 +281,12 @@ def run_job(job: Job, python: str, lowres: Path | None) -> None:
         proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{job.name} failed (exit {proc.returncode}); see {run_dir}.log")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return json.loads((run_dir / "metrics.json").read_text()), run_dir, overrides, started
+
+
+def run_job(job: Job, python: str, lowres: Path | None) -> None:
+    """Run one job and record it in ``results/runs/``."""
+    metrics, run_dir, overrides, started = _execute(job, python, lowres)
     checkpoint = metrics.get("last_checkpoint") or metrics.get("checkpoint")
     record = {
         "job": job.name,

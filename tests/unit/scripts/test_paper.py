@@ -226,3 +226,25 @@ def test_size_mix_and_low_resolution_copy_run_on_tiny_data(
     assert len(data["images"]) == 2 and all(
         min(i["height"], i["width"]) == 64 for i in data["images"]
     )
+
+
+def test_a_missing_checkpoint_is_retrained_and_must_reproduce_its_record(
+    paper: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _record(paper, "t5_mask2former_s1", 8.42)  # its checkpoint is not on this machine
+    ckpt = tmp_path / "retrained" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"x")
+    rec = json.loads((paper.RUNS / "t5_mask2former_s1.json").read_text())
+    retrained = {"test_entity_ap": 8.42, "val_entity_ap": 7.92, "last_checkpoint": str(ckpt)}
+    monkeypatch.setattr(
+        paper, "_execute", lambda job, python, lowres: (dict(retrained), ckpt.parent, [], 0.0)
+    )
+    tta = next(j for j in paper.jobs() if j.name == "t5_m2f_tta_s1")
+    assert rec["metrics"]["val_entity_ap"] == 7.92
+    assert paper._checkpoint_of("t5_mask2former_s1", tta, "python") == ckpt
+    retrained["test_entity_ap"] = 8.40  # not what the record says: refuse, say what to do
+    with pytest.raises(
+        RuntimeError, match="not reproducible.*delete results/runs/t5_mask2former_s1"
+    ):
+        paper._checkpoint_of("t5_mask2former_s1", tta, "python")
