@@ -15,6 +15,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
+from helpers.coco_panoptic_sample import build_panoptic_json, png_ids
 
 from cropformer.data.formats.coco_panoptic import read_coco_panoptic
 from cropformer.data.formats.entityseg import read_categories
@@ -22,7 +23,6 @@ from cropformer.evaluation.class_gt import instance_annotations, record_ground_t
 from cropformer.evaluation.instance_ap import InstanceAPMetric
 from cropformer.evaluation.panoptic_quality import PanopticQualityMetric
 from cropformer.evaluation.semantic_iou import IGNORE, SemanticIoUMetric
-from tests.helpers.coco_panoptic_sample import build_panoptic_json, png_ids
 
 OFFSET = 256 * 256 * 256
 VOID = 0
