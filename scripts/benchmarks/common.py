@@ -19,6 +19,7 @@ import importlib
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -336,8 +337,31 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
                 cells.append(_cell(r.get(c)))
         measured = f"{r.get('date', '?')}, {machines[machine_text(r.get('machine'))]}"
         lines.append("| " + " | ".join(cells) + f" | {_cell(measured)} |")
-    lines += ["", "## Checks and notes", ""]
-    seen: dict[str, str] = {}  # note text -> the first row that printed it
+    lines += _notes(rows, command)
+    return "\n".join(lines) + "\n"
+
+
+#: a sentence of a note at least this long, found in two rows or more, is written once
+SHARED_MIN_CHARS = 80
+
+
+def _sentences(text: str) -> list[str]:
+    return [t for t in re.split(r"(?<=\.) (?=[A-Z(*])", text.strip()) if t]
+
+
+def _notes(rows: Sequence[dict[str, Any]], command: str) -> list[str]:
+    """One short note per row; explanations shared by several rows written once (E1, E2, ...)."""
+    seen_in: dict[str, set[str]] = {}
+    for r in rows:
+        for key in ("note", "diagnosis"):
+            for sentence in _sentences(r.get(key) or ""):
+                seen_in.setdefault(sentence, set()).add(f"{r['row']} {r['what']}")
+    common = [s for s, where in seen_in.items() if len(where) > 1 and len(s) >= SHARED_MIN_CHARS]
+    shared = {sentence: f"E{i + 1}" for i, sentence in enumerate(common)}
+    versions = {r.get("versions") for r in rows if r.get("versions")}
+    lines = ["", "## Notes", ""]
+    if len(versions) == 1:
+        lines += [f"Versions (every row): {next(iter(versions))}.", ""]
     for r in rows:
         label = f"{r['row']} {r['what']}"
         passed = {True: "passed", False: "**FAILED**", None: "no pass/fail check"}[
@@ -346,21 +370,25 @@ def render_markdown(rows: Sequence[dict[str, Any]], command: str) -> str:
         text = f"- **{label}**: check ({passed}): {r.get('check') or '-'}."
         if r.get("produced_by") and r["produced_by"] != command:
             text += f" (Measured by `{r['produced_by']}`.)"
-        if r.get("versions"):
+        if r.get("versions") and len(versions) > 1:
             text += f" Versions: {r['versions']}."
         if r.get("load_avg_at_start") is not None:
-            text += f" Machine load average when the row started: {r['load_avg_at_start']}."
+            text += f" Load average at start: {r['load_avg_at_start']}."
         for key, prefix in (("note", ""), ("diagnosis", "**Why the target is missed:** ")):
-            body = r.get(key)
-            if not body:
+            own, refs = [], []
+            for sentence in _sentences(r.get(key) or ""):
+                (refs if sentence in shared else own).append(sentence)
+            if not own and not refs:
                 continue
-            if body in seen:
-                text += f" {prefix or 'Note: '}as for *{seen[body]}* above."
-            else:
-                seen[body] = label
-                text += f" {prefix}{body}"
+            body = " ".join(own)
+            if refs:
+                body += (" " if body else "") + "See " + ", ".join(shared[x] for x in refs) + "."
+            text += f" {prefix}{body}"
         lines.append(text)
-    return "\n".join(lines) + "\n"
+    if shared:
+        lines += ["", "## Explanations shared by several rows", ""]
+        lines += [f"- **{label}**: {sentence}" for sentence, label in shared.items()]
+    return lines
 
 
 def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, command: str) -> Path:
@@ -384,10 +412,15 @@ def write_results(rows: Sequence[dict[str, Any]], out_dir: str | Path, command: 
 README_START, README_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
-def sync_readme(md: str | Path, readme: str | Path = REPO / "README.md") -> bool:
-    """Copy the results table of ``md`` into ``readme`` between the bench-table markers.
+#: the page holding the bench-table markers (the README links it)
+BENCH_TABLE_PAGE = REPO / "docs" / "performance.md"
 
-    Returns False (README untouched) when the markers are missing, so the README's table can
+
+def sync_readme(md: str | Path, readme: str | Path = BENCH_TABLE_PAGE) -> bool:
+    """Copy the results table of ``md`` into ``readme`` (docs/performance.md) between the
+    bench-table markers.
+
+    Returns False (page untouched) when the markers are missing, so the page's table can
     never silently disagree with ``benchmarks/results.md`` after a run that could update it.
     """
     text = Path(readme).read_text()

@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] wrote {md} and results.json in {time.perf_counter() - t_all:.0f} s")
     if Path(args.out).resolve() == (common.REPO / "benchmarks").resolve():
         synced = common.sync_readme(md)
-        print(f"[bench] README.md table {'updated' if synced else 'NOT updated (no markers)'}")
+        page = common.BENCH_TABLE_PAGE.relative_to(common.REPO)
+        print(f"[bench] {page} table {'updated' if synced else 'NOT updated (no markers)'}")
     return 0
 
 

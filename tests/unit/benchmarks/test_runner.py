@@ -108,3 +108,17 @@ def test_partial_run_keeps_other_rows(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (
         data["rows"][1]["produced_by"] == 'make bench ARGS="--only 3c --out ' + str(tmp_path) + '"'
     )
+
+
+def test_explanations_shared_by_rows_are_written_once() -> None:
+    shared = "Reference = the official code's figures measured elsewhere, on another machine, " * 2
+    rows = [
+        _row(note=f"Row one only. {shared.strip()}"),
+        dict(_row(note=f"{shared.strip()} Row two only."), row="3", what="training"),
+    ]
+    text = common.render_markdown(rows, "make bench")
+    assert text.count(shared.strip()) == 1
+    notes = text.split("## Notes", 1)[1].split("## Explanations shared by several rows", 1)
+    assert notes[0].count("See E1.") == 2 and "Row one only." in notes[0]
+    assert notes[1].strip().startswith(f"- **E1**: {shared.strip()}")
+    assert "Versions (every row):" in text  # the same versions: written once
