@@ -305,11 +305,9 @@ def run_job(job: Job, python: str, lowres: Path | None) -> None:
 
 def write_record(name: str, record: dict[str, Any]) -> None:
     """Write ``results/runs/<name>.json`` atomically, with portable paths."""
-    RUNS.mkdir(parents=True, exist_ok=True)
-    path = RUNS / f"{name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(portable(record), indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    from cropformer.utils.atomic import write_text
+
+    write_text(RUNS / f"{name}.json", json.dumps(portable(record), indent=1, default=str) + "\n")
 
 
 def final_losses(run_dir: Path, last: int = 5) -> dict[str, float]:

@@ -11,7 +11,7 @@ import torch
 
 from cropformer.api.entities import Entities, to_rgb
 from cropformer.api.loading import CheckpointInfo, describe_settings, read_checkpoint
-from cropformer.api.settings import PRECISION_NAMES, test_settings
+from cropformer.api.settings import test_settings
 from cropformer.inference.files import (
     FilesSummary,
     Output,
@@ -22,6 +22,7 @@ from cropformer.inference.files import (
 )
 from cropformer.inference.predictor import EntityPredictor
 from cropformer.utils.errors import UserError
+from cropformer.utils.precision import INFERENCE_PRECISIONS, USER_PRECISIONS, precision_of
 
 
 class Segmenter:
@@ -183,8 +184,9 @@ def load_segmenter(
     Returns:
         A ``Segmenter``; ``Segmenter(image)`` gives ``Entities``.
     """
-    if str(precision) not in PRECISION_NAMES:
-        raise UserError(f"precision={precision}: use one of fp32, bf16, fp16")
+    entry = precision_of(precision)
+    if entry is None or str(precision) not in INFERENCE_PRECISIONS:
+        raise UserError(f"precision={precision}: use one of {', '.join(USER_PRECISIONS)}")
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -206,7 +208,7 @@ def load_segmenter(
             net,
             fusion_module,
             device=device,
-            precision=PRECISION_NAMES[str(precision)],
+            precision=entry.family,
             view_chunk=view_chunk,
             pixel_decoder=pixel_decoder,
             **settings,

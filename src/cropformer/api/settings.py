@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from cropformer.data.views import OFFICIAL_TEST_VIEWS
 from cropformer.utils.errors import UserError
 
-# Official test-time views (reference doc §6): ResizeShortestEdge 800 / 1333, 4 corner crops of
-# 0.7 per side placed with stride 0.6, crop views capped by MAX_SIZE_TRAIN (1333).
-OFFICIAL_TEST_SETTINGS: dict[str, Any] = {
-    "short_side": 800,
-    "max_size": 1333,
-    "num_crops": 4,
-    "crop_ratio": 0.7,
-    "stride_ratio": 0.6,
-    "crop_mode": "fixed",
-    "crop_max_size": 1333,
-}
-PRECISION_NAMES = {
-    "fp32": "32",
-    "32": "32",
-    "32-true": "32",
-    "bf16": "bf16",
-    "bf16-mixed": "bf16",
-    "fp16": "16",
-    "16": "16",
-    "16-mixed": "16",
-}
+#: the official test-time views as ``EntityPredictor`` keywords (``OFFICIAL_TEST_VIEWS``' fields)
+OFFICIAL_TEST_SETTINGS: dict[str, Any] = dataclasses.asdict(OFFICIAL_TEST_VIEWS)
 
 
 def views_from_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,6 +26,7 @@ def views_from_data_config(data: Mapping[str, Any]) -> dict[str, Any]:
         "crop_mode": crop.get("mode"),
         # the data module caps crop views by crop_max_size, else train_max_size
         "crop_max_size": data.get("crop_max_size") or data.get("train_max_size"),
+        "cover_gap": crop.get("cover_gap"),
     }
     out.update({k: v for k, v in pairs.items() if v is not None})
     return out

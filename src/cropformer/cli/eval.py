@@ -11,11 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cropformer.api import describe_settings, read_checkpoint, views_from_data_config
 from cropformer.cli.validate import check_data_paths, check_values, pixel_decoder_setting, require
-from cropformer.inference.predictor import (
-    PRECISIONS,
-    precision_parts,
-    set_pixel_decoder_precision,
-)
+from cropformer.inference.predictor import precision_parts, set_pixel_decoder_precision
 from cropformer.run import provenance
 from cropformer.run.boundary import user_errors_exit
 from cropformer.run.checkpoint import checkpoint_step, resolve_ckpt
@@ -24,39 +20,31 @@ from cropformer.run.instantiators import instantiate_loggers
 from cropformer.run.setup import readable, resolve_loader_settings, start_run
 from cropformer.training.module import CropFormerModule
 from cropformer.utils.atomic import write_json
-from cropformer.utils.errors import Interrupted, UserError
+from cropformer.utils.errors import Interrupted
 from cropformer.utils.hardware import cpu_precision_warning
+from cropformer.utils.precision import autocast_dtype, precision_of
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
 
 
-#: ``precision=...`` (predict.py's names) -> the Lightning precision it sets
-PRECISION_TO_TRAINER = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
-
-
 def _apply_precision(cfg: DictConfig) -> None:
-    """``precision=bf16`` (as in predict.py) sets ``trainer.precision``; null keeps it."""
+    """``precision=bf16`` (as in predict.py) sets ``trainer.precision`` (the precision table's
+    Lightning name of it); null keeps it. Checked by ``check_values``."""
     value = cfg.get("precision")
-    if value is None:
-        return
-    if str(value) not in PRECISION_TO_TRAINER:
-        raise UserError(
-            f"precision={value!r}: use fp32, bf16 or fp16 (or null to keep trainer.precision)"
-        )
-    OmegaConf.update(cfg, "trainer.precision", PRECISION_TO_TRAINER[str(value)], merge=False)
+    entry = precision_of(value) if value is not None else None
+    if entry is not None:
+        OmegaConf.update(cfg, "trainer.precision", entry.trainer, merge=False)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
     require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt, ckpt=last or ckpt=best (of train_task)")
+    check_values(cfg)  # split, precision, pixel_decoder, inference views, data, trainer
     split = str(cfg.get("split", "val"))
-    if split not in ("val", "test"):
-        raise UserError(f"split={split} is not supported; use split=val or split=test")
     _apply_precision(cfg)
     pixel_decoder = pixel_decoder_setting(cfg.get("pixel_decoder", "auto"))
-    check_values(cfg)
     run_dir = start_run(cfg, show_config=False)
     prov = provenance.start(cfg, run_dir)
     checkpoint = resolve_ckpt(cfg, cfg.get("train_task"))
@@ -87,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     check_data_paths(datamodule, (split,))
     views = views_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
     precision = str(trainer.precision)
-    set_pixel_decoder_precision(module.net, pixel_decoder, PRECISIONS.get(precision) is not None)
+    set_pixel_decoder_precision(module.net, pixel_decoder, autocast_dtype(precision) is not None)
     log.info(f"eval {split}: {describe_settings(info, views, module.fusion, precision)}")
     log.info(f"precision {precision}: {precision_parts(module.net, precision)}")
     if trainer.strategy.root_device.type == "cpu" and (warning := cpu_precision_warning(precision)):

@@ -15,37 +15,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from cropformer.cli.validate import pixel_decoder_setting, require
+from cropformer.cli.validate import auto_or_int, check_values, pixel_decoder_setting, require
 from cropformer.run.boundary import EXIT_UNREADABLE, user_errors_exit
 from cropformer.run.checkpoint import resolve_ckpt
 from cropformer.run.inference_settings import fusion_settings, view_settings
 from cropformer.run.setup import in_multirun, start_run
 from cropformer.utils.atomic import write_json
-from cropformer.utils.errors import UserError
 from cropformer.utils.pylogger import RankedLogger
 
 log = RankedLogger(__name__)
-
-
-def _view_chunk(value: Any) -> int | str | None:
-    """The ``view_chunk`` setting, checked before any work starts."""
-    if value is None or value == "auto":
-        return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    raise UserError(
-        f"view_chunk={value!r}: use auto (1 view at a time on CPU, all on GPU), null (all views "
-        "at once) or a positive number of views"
-    )
-
-
-def _count(key: str, value: Any, minimum: int) -> int | None:
-    """``auto`` -> None, else an int >= minimum (one readable error otherwise)."""
-    if value is None or value == "auto":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-        return value
-    raise UserError(f"{key}={value!r}: use auto or an integer >= {minimum}")
 
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
@@ -55,9 +33,11 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt (or an official .pth/.pkl) or ckpt=last")
     require(cfg, "input", "pass input=DIR, input=FILE or input='photos/*.jpg'")
-    view_chunk = _view_chunk(cfg.get("view_chunk", "auto"))
-    num_workers = _count("num_workers", cfg.get("num_workers", "auto"), 0)
-    images_per_batch = _count("images_per_batch", cfg.get("images_per_batch", "auto"), 1)
+    check_values(cfg)  # precision, pixel_decoder, inference views, view_chunk, counts
+    view_chunk = cfg.get("view_chunk", "auto")
+    view_chunk = view_chunk if view_chunk in (None, "auto") else int(view_chunk)
+    num_workers = auto_or_int(cfg.get("num_workers", "auto"))
+    images_per_batch = auto_or_int(cfg.get("images_per_batch", "auto"))
     shard = parse_shard(cfg.get("shard"))
     write = cfg.get("write") or {}
     files = list_images(str(cfg.input))

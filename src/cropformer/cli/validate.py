@@ -22,26 +22,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from cropformer.run.config_keys import KeyIndex, find_unknown, index_keys, merge_indexes
 from cropformer.utils.errors import UserError
+from cropformer.utils.precision import PRECISIONS, USER_PRECISIONS
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-#: ``trainer.precision`` values Lightning accepts
-PRECISIONS = (
-    "64-true",
-    "32-true",
-    "16-true",
-    "bf16-true",
-    "16-mixed",
-    "bf16-mixed",
-    "transformer-engine",
-    "transformer-engine-float16",
-    "64",
-    "32",
-    "16",
-    "bf16",
-    64,
-    32,
-    16,
-)
 
 
 _ABSENT = object()
@@ -161,7 +144,7 @@ def _check_trainer(cfg: DictConfig) -> None:
             raise _fail(
                 "trainer.max_steps", steps, "training is iteration-based, set trainer.max_steps > 0"
             )
-    _check_choice(cfg, "trainer.precision", PRECISIONS, "not a Lightning precision")
+    _check_choice(cfg, "trainer.precision", tuple(PRECISIONS), "not a Lightning precision")
     interval = _select(cfg, "trainer.val_check_interval")
     if interval is not None:
         number = _number(interval)
@@ -214,8 +197,43 @@ def _check_fusion(cfg: DictConfig) -> None:
         _check_fraction(cfg, "inference.crop_ratio", 0.0, 1.0, "crop side / image side, e.g. 0.7")
 
 
+def _check_inference(cfg: DictConfig) -> None:
+    """The eval.py / predict.py settings: precision, pixel decoder, view chunks, loader counts
+    (the shared ``inference.*`` views and fusion: ``_check_fusion``)."""
+    if not _absent(cfg, "precision"):
+        value = _select(cfg, "precision")
+        evaluating = not _absent(cfg, "split")  # eval.py: null keeps trainer.precision
+        if str(value) not in USER_PRECISIONS and not (evaluating and value is None):
+            names = f"{', '.join(USER_PRECISIONS[:-1])} or {USER_PRECISIONS[-1]}"
+            hint = " (or null to keep trainer.precision)" if evaluating else ""
+            raise _fail("precision", value, f"use {names}{hint}")
+    if not _absent(cfg, "pixel_decoder"):
+        pixel_decoder_setting(_select(cfg, "pixel_decoder"))
+    view_chunk = _select(cfg, "view_chunk")
+    if view_chunk not in (None, "auto") and not (_is_int(view_chunk) and view_chunk >= 1):
+        raise _fail(
+            "view_chunk",
+            view_chunk,
+            "use auto (1 view at a time on CPU, all on GPU), null (all views at once) or a "
+            "positive number of views",
+        )
+    for key, low in (("num_workers", 0), ("images_per_batch", 1)):
+        value = _select(cfg, key)
+        if value not in (None, "auto") and not (_is_int(value) and value >= low):
+            raise _fail(key, value, f"use auto or an integer >= {low}")
+
+
+def auto_or_int(value: Any) -> int | None:
+    """A checked ``auto``/``null``/int setting (``view_chunk``, ``num_workers``, ...): None for
+    ``auto``/``null``, else the int."""
+    return None if value in (None, "auto") else int(value)
+
+
 def check_values(cfg: DictConfig) -> None:
     """Type and range of every value the tasks read, before any work.
+
+    The one validation path of the commands: the shims run it on the composed command line
+    before Hydra starts (:func:`check_command_line`) and each task runs it again on its config.
 
     Raises:
         UserError: the first bad value (names key, value and what is allowed).
@@ -223,6 +241,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_data(cfg)
     _check_trainer(cfg)
     _check_fusion(cfg)
+    _check_inference(cfg)
     _check_int(cfg, "model.criterion.num_points", 1, "sampled points per mask", optional=True)
     _check_int(cfg, "seed", 0, "random seed; null = none", optional=True)
     _check_choice(cfg, "split", ("val", "test"), "not a split")

@@ -19,6 +19,7 @@ import numpy as np
 
 from cropformer.data.decode import label_map_counts, label_source_for
 from cropformer.data.records import Record
+from cropformer.utils.atomic import write_text
 
 
 @dataclass
@@ -117,9 +118,4 @@ def records_to_entityseg(
 
 def write_json(data: dict[str, Any], out: str | os.PathLike[str]) -> Path:
     """Write atomically (temporary file + rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, out)
-    return out
+    return write_text(out, json.dumps(data))

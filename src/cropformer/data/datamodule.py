@@ -20,7 +20,6 @@ from cropformer.data.dataset import EntityDataset
 from cropformer.data.draw_order import SeededShuffle
 from cropformer.data.formats.coco_panoptic import read_coco_panoptic
 from cropformer.data.formats.entityseg import read_categories, read_entityseg
-from cropformer.data.formats.images import image_records
 from cropformer.data.records import Record
 from cropformer.data.synthetic import SyntheticSpec
 from cropformer.data.synthetic_store import (
@@ -32,12 +31,9 @@ from cropformer.data.target_classes import TargetClasses
 from cropformer.data.transforms import build_pixel_transform
 from cropformer.data.view_sampler import ViewSampler
 from cropformer.data.views import (
-    CROP_RATIO,
-    CROP_STRIDE_RATIO,
-    MAX_SIZE,
-    NUM_TEST_CROPS,
     NUM_TRAIN_CROPS,
-    TEST_SHORT_SIDE,
+    OFFICIAL_TEST_VIEWS,
+    TRAIN_MAX_SIZE,
     TRAIN_SHORT_SIDES,
 )
 from cropformer.utils.hardware import auto_num_workers, auto_pin_memory
@@ -62,7 +58,7 @@ def _as_dict(node: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 class EntityDataModule(L.LightningDataModule):
-    """Train/val/test/predict loaders of EntitySeg-format data (any converted dataset).
+    """Train/val/test loaders of EntitySeg-format data (any converted dataset).
 
     Args:
         image_root: folder the jsons' ``file_name`` are relative to.
@@ -85,8 +81,6 @@ class EntityDataModule(L.LightningDataModule):
         jpeg_draft: reduced-scale JPEG decoding (see EntityDataset; parity flag).
         synthetic: generator parameters (``SyntheticSpec`` fields plus ``root``); when set, the
             data is generated in ``prepare_data`` and the four paths are derived from it.
-        predict_images: images to predict without annotations: a folder (every image in it,
-            recursively), a glob pattern, or a list of files; default: the test json's images.
         eval_targets: build ``targets`` in val/test batches too (only needed for a val loss; AP
             reads the GT json). Off saves the (K, T, H, W) expansion: ~1 GB per EntitySeg image
             with T = 5 views.
@@ -123,9 +117,9 @@ class EntityDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         crop: Mapping[str, Any] | None = None,
         train_short_sides: Sequence[int] = OFFICIAL_TRAIN_SHORT_SIDES,
-        train_max_size: int = MAX_SIZE,
-        test_short_side: int = TEST_SHORT_SIDE,
-        test_max_size: int = MAX_SIZE,
+        train_max_size: int = TRAIN_MAX_SIZE,
+        test_short_side: int = OFFICIAL_TEST_VIEWS.short_side,
+        test_max_size: int = OFFICIAL_TEST_VIEWS.max_size,
         crop_max_size: int | None = None,
         flip_prob: float = 0.5,
         lsj: Mapping[str, float] | None = None,
@@ -135,7 +129,6 @@ class EntityDataModule(L.LightningDataModule):
         skip_bad_samples: bool = False,
         jpeg_draft: bool = True,
         synthetic: Mapping[str, Any] | None = None,
-        predict_images: str | Sequence[str] | None = None,
         eval_targets: bool = True,
         seed: int | None = 0,
         task: str = "entity",
@@ -147,11 +140,11 @@ class EntityDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         crop_d: dict[str, Any] = {
-            "ratio": CROP_RATIO,
-            "stride_ratio": CROP_STRIDE_RATIO,
+            "ratio": OFFICIAL_TEST_VIEWS.crop_ratio,
+            "stride_ratio": OFFICIAL_TEST_VIEWS.stride_ratio,
             "num_train": NUM_TRAIN_CROPS,
-            "num_test": NUM_TEST_CROPS,
-            "mode": "fixed",
+            "num_test": OFFICIAL_TEST_VIEWS.num_crops,
+            "mode": OFFICIAL_TEST_VIEWS.crop_mode,
             "cover_gap": False,
         }
         crop_d.update(_as_dict(crop))
@@ -188,11 +181,6 @@ class EntityDataModule(L.LightningDataModule):
         self.synthetic: dict[str, Any] | None = None
         if synthetic:
             self.synthetic = _as_dict(synthetic)
-        self.predict_images = (
-            predict_images
-            if predict_images is None or isinstance(predict_images, str)
-            else [str(p) for p in predict_images]
-        )
         self.eval_targets = bool(eval_targets)
         if task not in TASKS:
             raise ValueError(f"data.task={task!r} is not one of {TASKS}")
@@ -273,7 +261,7 @@ class EntityDataModule(L.LightningDataModule):
             self._resolve_synthetic_paths()
 
     def setup(self, stage: str | None = None, world_size: int | None = None) -> None:
-        """Build the datasets of ``stage`` (fit / validate / test / predict)."""
+        """Build the datasets of ``stage`` (fit / validate / test)."""
         if world_size is not None:
             self.world_size = int(world_size)
         elif self.trainer is not None:
@@ -286,31 +274,18 @@ class EntityDataModule(L.LightningDataModule):
             self.datasets["val"] = self._build("val", self.val_annotations)
         if stage in (None, "test") and self.test_annotations:
             self.datasets["test"] = self._build("test", self.test_annotations)
-        if stage == "predict":
-            if self.predict_images is not None:
-                self.datasets["predict"] = EntityDataset(
-                    image_records(self.predict_images),
-                    self.sampler_for("predict"),
-                    with_targets=False,
-                    skip_bad_samples=self.skip_bad_samples,
-                    jpeg_draft=self.jpeg_draft,
-                )
-            else:
-                ann = self.test_annotations or self.val_annotations
-                self.datasets["predict"] = self._build("predict", ann)
 
     def _records(self, annotations: str | None, split: str) -> list[Record]:
         if not annotations:
             raise ValueError(f"data.{split}_annotations is not set; give an EntitySeg-format json")
         if self.image_root is None:
             raise ValueError("data.image_root is not set")
-        key = "test" if split == "predict" else split
-        root = Path(self.image_root) / self.image_dirs.get(key, "")
+        root = Path(self.image_root) / self.image_dirs.get(split, "")
         if self.format == "coco_panoptic":
-            png_dir = self.panoptic_dirs.get(key)
+            png_dir = self.panoptic_dirs.get(split)
             if not png_dir:
                 raise ValueError(
-                    f"data.panoptic_dirs.{key} is not set: the PNG folder of the {key} split's "
+                    f"data.panoptic_dirs.{split} is not set: the PNG folder of the {split} split's "
                     "panoptic json"
                 )
             return read_coco_panoptic(annotations, png_dir, root, categories=self.categories)
@@ -390,7 +365,7 @@ class EntityDataModule(L.LightningDataModule):
         return EntityDataset(
             records,
             self.sampler_for(split),
-            with_targets=split == "train" or (split != "predict" and self.eval_targets),
+            with_targets=split == "train" or self.eval_targets,
             skip_bad_samples=self.skip_bad_samples,
             jpeg_draft=self.jpeg_draft,
             seed=self.seed,
@@ -425,6 +400,3 @@ class EntityDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", self.eval_batch_size, shuffle=False)

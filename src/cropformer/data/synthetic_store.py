@@ -33,6 +33,7 @@ from cropformer.data.synthetic import (
     render_scene,
     scene_layout_categories,
 )
+from cropformer.utils.atomic import write_text
 
 #: the split's element of each image's seed (seed, split id, index): disjoint random streams
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
@@ -159,9 +160,7 @@ def write_class_annotations(spec: SyntheticSpec, split_json: str | os.PathLike[s
         anns.extend({**a, "category_id": c} for a, c in zip(own, cats))
     out = {**data, "annotations": anns, "categories": [dict(c) for c in SYNTHETIC_CATEGORIES]}
     path = class_annotations_path(src)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{time.time_ns()}")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(out))
     return path
 
 

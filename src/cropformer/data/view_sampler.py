@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from cropformer.data.views import (
-    CROP_RATIO,
-    CROP_STRIDE_RATIO,
-    MAX_SIZE,
     NUM_TRAIN_CROPS,
+    OFFICIAL_TEST_VIEWS,
+    TRAIN_MAX_SIZE,
     TRAIN_SHORT_SIDES,
     Box,
+    InferenceViews,
     ViewSpec,
     crop_boxes,
     plan_views,
@@ -62,12 +62,12 @@ class ViewSampler:
 
     train: bool
     short_sides: Sequence[int] = TRAIN_SHORT_SIDES
-    max_size: int = MAX_SIZE
+    max_size: int = TRAIN_MAX_SIZE
     crop_max_size: int | None = None
     crop_mode: str = "fixed"
     num_crops: int = NUM_TRAIN_CROPS
-    crop_ratio: float = CROP_RATIO
-    stride_ratio: float = CROP_STRIDE_RATIO
+    crop_ratio: float = OFFICIAL_TEST_VIEWS.crop_ratio
+    stride_ratio: float = OFFICIAL_TEST_VIEWS.stride_ratio
     cover_gap: bool = False
     flip_prob: float = 0.5
     lsj: dict[str, float] | None = None
@@ -83,21 +83,35 @@ class ViewSampler:
         """T = 1 + crops (1 for LSJ)."""
         return 1 if self.lsj else 1 + self.num_crops
 
+    def test_views(self) -> InferenceViews:
+        """The evaluation views this sampler draws (``train=False``): ``short_sides[0]``."""
+        return InferenceViews(
+            short_side=int(self.short_sides[0]),
+            max_size=self.max_size,
+            num_crops=self.num_crops,
+            crop_ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            crop_mode=self.crop_mode,
+            crop_max_size=self.crop_max_size,
+            cover_gap=self.cover_gap,
+        )
+
     def draw(self, height: int, width: int, rng: np.random.Generator) -> SampleDraw:
         """Draw the views of one (height x width) image."""
-        if self.lsj and self.train:
+        if not self.train:
+            # the one view planner of evaluation and prediction (InferenceViews.plan)
+            test_views = self.test_views()
+            crop_idx, planned = test_views.plan(height, width)
+            return SampleDraw(False, test_views.short_side, crop_idx, tuple(planned))
+        if self.lsj:
             return self._draw_lsj(height, width, rng)
-        flip = bool(self.train and rng.random() < self.flip_prob)
-        short = (
-            int(self.short_sides[int(rng.integers(len(self.short_sides)))])
-            if self.train
-            else int(self.short_sides[0])
-        )
+        flip = bool(rng.random() < self.flip_prob)
+        short = int(self.short_sides[int(rng.integers(len(self.short_sides)))])
         boxes: list[Box]
         idx: tuple[int, ...]
         if self.num_crops <= 0:
             boxes, idx = [], ()
-        elif self.train and self.crop_mode == "random":
+        elif self.crop_mode == "random":
             boxes = [
                 random_crop_box(height, width, self.crop_ratio, rng, cover_gap=self.cover_gap)
                 for _ in range(self.num_crops)
@@ -113,13 +127,11 @@ class ViewSampler:
                 cover_gap=self.cover_gap,
             )
             # Every sample keeps exactly num_crops crops so batches stack (T fixed); only a
-            # degenerate image (a side of a few pixels) has fewer distinct boxes: repeat them.
+            # degenerate image (a side of a few pixels) has fewer distinct boxes: drawn with
+            # replacement then.
             n = len(cand)
-            if self.train:
-                pick = rng.choice(n, size=self.num_crops, replace=self.num_crops > n)
-                idx = tuple(int(i) for i in pick)
-            else:
-                idx = tuple(i % n for i in range(self.num_crops))
+            pick = rng.choice(n, size=self.num_crops, replace=self.num_crops > n)
+            idx = tuple(int(i) for i in pick)
             boxes = [cand[i] for i in idx]
         views = plan_views(
             height,

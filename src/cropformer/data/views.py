@@ -21,15 +21,105 @@ Box = tuple[int, int, int, int]
 
 CROP_MODES = ("fixed", "fixed8", "random", "none")
 
-# The official view geometry (reference doc §3): the one place these defaults live; the data
-# module, the view sampler and the predictor take theirs from here.
-CROP_RATIO = 0.7  # crop side / image side (CROP_AREA_RATIO, per side despite the name)
-CROP_STRIDE_RATIO = 0.6  # start-position stride / image side
-NUM_TRAIN_CROPS = 1
-NUM_TEST_CROPS = 4
+# The official training draw (reference doc §3): short side chosen from MIN_SIZE_TRAIN, long
+# side capped by MAX_SIZE_TRAIN, one crop per sample. Crop geometry and the test-time views are
+# OFFICIAL_TEST_VIEWS below: the one place each official value lives.
 TRAIN_SHORT_SIDES = (640, 672, 704, 736, 768, 800)
-TEST_SHORT_SIDE = 800
-MAX_SIZE = 1333  # long-side cap of train and test views (MAX_SIZE_TRAIN = MAX_SIZE_TEST)
+TRAIN_MAX_SIZE = 1333  # MAX_SIZE_TRAIN (also caps crop views at test: official quirk)
+NUM_TRAIN_CROPS = 1
+
+
+@dataclass(frozen=True)
+class InferenceViews:
+    """The evaluation views of an image: the full view plus crops, each resized on its own.
+
+    The defaults are the official test-time views (reference doc §3, the official config's
+    ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``, ``ENTITY.CROP_SAMPLE_NUM_TEST`` /
+    ``CROP_AREA_RATIO`` / ``CROP_STRIDE_RATIO``); ``OFFICIAL_TEST_VIEWS`` is this object and
+    the one home of those values. ``eval.py`` (validation, through ``ViewSampler``) and
+    ``predict.py`` / the API (through ``build_eval_views``) both plan their views with
+    :meth:`plan`, so one image gets the same views on both paths.
+
+    Args:
+        short_side, max_size: full-view ResizeShortestEdge (official 800 / 1333).
+        num_crops: crops per image (official 4); 0 = full view only.
+        crop_ratio: crop side / image side (official 0.7; ``CROP_AREA_RATIO`` is per side).
+        stride_ratio: start-position stride / image side (official 0.6).
+        crop_mode: ``fixed`` (4 corners), ``fixed8`` (3x3 grid minus centre), ``random`` (= fixed
+            at evaluation), ``none``.
+        crop_max_size: long-side cap of crop views (official: ``MAX_SIZE_TRAIN``, 1333, even at
+            test); None = ``max_size``.
+        cover_gap: widen ratio-0.5 crops of odd sides to leave no gap (see :func:`crop_size`).
+    """
+
+    short_side: int = 800
+    max_size: int = 1333
+    num_crops: int = 4
+    crop_ratio: float = 0.7
+    stride_ratio: float = 0.6
+    crop_mode: str = "fixed"
+    crop_max_size: int | None = TRAIN_MAX_SIZE
+    cover_gap: bool = False
+
+    def __post_init__(self) -> None:
+        if self.short_side < 1 or self.max_size < 1:
+            raise ValueError(
+                f"test views need short_side >= 1 and max_size >= 1, got {self.short_side} / "
+                f"{self.max_size}"
+            )
+        if self.num_crops < 0:
+            raise ValueError(f"num_crops={self.num_crops} must be >= 0")
+        if not 0.0 < self.crop_ratio <= 1.0:
+            raise ValueError(f"crop_ratio={self.crop_ratio} must lie in (0, 1]")
+        if self.stride_ratio <= 0.0:
+            raise ValueError(f"stride_ratio={self.stride_ratio} must be > 0")
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"unknown crop mode {self.crop_mode!r}; expected one of {CROP_MODES}")
+
+    @property
+    def num_views(self) -> int:
+        """T = 1 + crops (1 when the crop mode is ``none``)."""
+        return 1 + (0 if self.crop_mode == "none" else self.num_crops)
+
+    def crops(self, height: int, width: int) -> tuple[tuple[int, ...], list[Box]]:
+        """The crop boxes of an image and their indices among the mode's boxes.
+
+        Official: crops ``0 .. num_crops - 1`` of the mode's boxes, in fixed order (the official
+        mapper asserts the image has exactly ``num_crops`` boxes and fails otherwise). When an
+        image has fewer boxes (a side of 1 px gives 1 or 2 boxes; ``num_crops`` above the mode's
+        4 or 8), the boxes repeat cyclically, so every image has T = 1 + ``num_crops`` views:
+        the batch-level pass's view code is normalised by T, and images of a batch must stack.
+        """
+        if self.num_views == 1:
+            return (), []
+        cand = crop_boxes(
+            height,
+            width,
+            mode=self.crop_mode,
+            ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            cover_gap=self.cover_gap,
+        )
+        idx = tuple(i % len(cand) for i in range(self.num_crops))
+        return idx, [cand[i] for i in idx]
+
+    def plan(self, height: int, width: int) -> tuple[tuple[int, ...], list[ViewSpec]]:
+        """(crop indices, the T views of a ``height x width`` image): full view first."""
+        idx, boxes = self.crops(height, width)
+        views = plan_views(
+            height,
+            width,
+            boxes,
+            short_side=self.short_side,
+            max_size=self.max_size,
+            crop_max_size=self.crop_max_size,
+        )
+        return idx, views
+
+
+#: the official test-time views: 800 / 1333, 4 fixed corner crops of 0.7 with stride 0.6, crop
+#: views capped by MAX_SIZE_TRAIN (1333)
+OFFICIAL_TEST_VIEWS = InferenceViews()
 
 
 def resize_shortest_edge_size(
@@ -78,8 +168,8 @@ def _starts(size: int, crop: int, stride: int) -> list[int]:
 def corner_crop_boxes(
     height: int,
     width: int,
-    ratio: float = CROP_RATIO,
-    stride_ratio: float = CROP_STRIDE_RATIO,
+    ratio: float = OFFICIAL_TEST_VIEWS.crop_ratio,
+    stride_ratio: float = OFFICIAL_TEST_VIEWS.stride_ratio,
     *,
     cover_gap: bool = False,
 ) -> list[Box]:
@@ -101,7 +191,11 @@ def corner_crop_boxes(
 
 
 def grid8_crop_boxes(
-    height: int, width: int, ratio: float = CROP_RATIO, *, cover_gap: bool = False
+    height: int,
+    width: int,
+    ratio: float = OFFICIAL_TEST_VIEWS.crop_ratio,
+    *,
+    cover_gap: bool = False,
 ) -> list[Box]:
     """Denser fixed grid (``crop=fixed8``): a 3x3 grid of crop positions minus the centre.
 
@@ -124,8 +218,8 @@ def crop_boxes(
     width: int,
     *,
     mode: str = "fixed",
-    ratio: float = CROP_RATIO,
-    stride_ratio: float = CROP_STRIDE_RATIO,
+    ratio: float = OFFICIAL_TEST_VIEWS.crop_ratio,
+    stride_ratio: float = OFFICIAL_TEST_VIEWS.stride_ratio,
     cover_gap: bool = False,
 ) -> list[Box]:
     """All candidate crop boxes of a crop mode (``random`` uses the fixed ones at evaluation)."""
@@ -250,28 +344,13 @@ def to_chw_tensor(view: np.ndarray) -> torch.Tensor:
 
 
 def build_eval_views(
-    image: np.ndarray,
-    *,
-    short_side: int = TEST_SHORT_SIDE,
-    max_size: int = MAX_SIZE,
-    crop_ratio: float = CROP_RATIO,
-    stride_ratio: float = CROP_STRIDE_RATIO,
-    num_crops: int = NUM_TEST_CROPS,
-    crop_mode: str = "fixed",
-    crop_max_size: int | None = None,
-    cover_gap: bool = False,
+    image: np.ndarray, views: InferenceViews = OFFICIAL_TEST_VIEWS
 ) -> dict[str, object]:
-    """The official evaluation views of one in-the-wild image (no flip).
+    """The evaluation views of one in-the-wild image (no flip), planned by ``views.plan``.
 
     Args:
         image: (H, W, 3) uint8 RGB.
-        short_side, max_size: full-view ResizeShortestEdge (official test 800 / 1333).
-        crop_ratio, stride_ratio: crop geometry (official 0.7 / 0.6).
-        num_crops: how many of the mode's crops to use, in order; 0 -> full view only.
-        crop_mode: ``fixed`` (4 corners), ``fixed8`` (3x3 grid minus centre), ``random``
-            (= fixed at evaluation), ``none``.
-        crop_max_size: long-side cap of crop views (official: MAX_SIZE_TRAIN, 1333 by default).
-        cover_gap: widen ratio-0.5 crops of odd sides to leave no gap (see :func:`crop_size`).
+        views: the test-time views (default: the official ones).
 
     Returns:
         ``images``: list of T (3, h, w) uint8 tensors; ``boxes``: (T, 4) float32 in original
@@ -283,17 +362,11 @@ def build_eval_views(
             f"got {image.shape} {image.dtype}"
         )
     H, W = image.shape[:2]
-    boxes = crop_boxes(
-        H, W, mode=crop_mode, ratio=crop_ratio, stride_ratio=stride_ratio, cover_gap=cover_gap
-    )
-    boxes = boxes[: max(num_crops, 0)]
-    views = plan_views(
-        H, W, boxes, short_side=short_side, max_size=max_size, crop_max_size=crop_max_size
-    )
+    _, planned = views.plan(H, W)
     pil = Image.fromarray(image)
-    imgs = [to_chw_tensor(render_image_view(pil, (H, W), v)) for v in views]
+    imgs = [to_chw_tensor(render_image_view(pil, (H, W), v)) for v in planned]
     return {
         "images": imgs,
-        "boxes": torch.tensor([v.box for v in views], dtype=torch.float32),
-        "view_sizes": torch.tensor([v.size for v in views], dtype=torch.int64),
+        "boxes": torch.tensor([v.box for v in planned], dtype=torch.float32),
+        "view_sizes": torch.tensor([v.size for v in planned], dtype=torch.int64),
     }

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from cropformer.schema import EntityPrediction
+from cropformer.utils.atomic import atomic_path
 from cropformer.utils.errors import Interrupted, UserError
 
 log = logging.getLogger(__name__)
@@ -459,13 +460,8 @@ def _predict_and_write(
 
 
 def _write_atomically(final: Path, output: Output, result: PredictedFile) -> None:
-    # same suffix for the temporary file: writers pick the format from it (PIL)
-    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")
-    try:
+    with atomic_path(final) as tmp:  # same suffix: writers pick the format from it (PIL)
         output.write(tmp, result)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _peak_memory_mb(device: torch.device | str) -> float:

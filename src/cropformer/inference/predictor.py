@@ -18,21 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from cropformer.data.views import OFFICIAL_TEST_VIEWS, InferenceViews, build_eval_views
 from cropformer.schema import Batch, EntityPrediction, Outputs
 from cropformer.utils.hardware import cpu_precision_warning
+from cropformer.utils.precision import INFERENCE_PRECISIONS, autocast_dtype, precision_of
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {
-    "32": None,
-    "fp32": None,
-    "32-true": None,
-    "bf16": torch.bfloat16,
-    "bf16-mixed": torch.bfloat16,
-    "fp16": torch.float16,
-    "16": torch.float16,
-    "16-mixed": torch.float16,
-}
 
 
 def as_rgb_uint8(image: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -92,36 +83,19 @@ def predict_entities(
 class EvalViews:
     """The evaluation views of one image: a small picklable callable for DataLoader workers.
 
-    ``EvalViews(...)(image)`` -> a sample dict (``views``, ``boxes``, ``orig_size``,
-    ``image_id``, ``file_name``) ready for ``cropformer.data.collate.collate``.
+    ``EvalViews(views)(image)`` -> a sample dict (``views``, ``boxes``, ``orig_size``,
+    ``image_id``, ``file_name``) ready for ``cropformer.data.collate.collate``; the views are
+    planned by ``views`` (a ``InferenceViews``, the same planner validation and eval.py use).
     """
 
-    short_side: int = 800
-    max_size: int = 1333
-    num_crops: int = 4
-    crop_ratio: float = 0.7
-    stride_ratio: float = 0.6
-    crop_mode: str = "fixed"
-    crop_max_size: int | None = None
-    builder: Callable[..., dict[str, Any]] | None = None
+    views: InferenceViews = OFFICIAL_TEST_VIEWS
 
     def __call__(
         self, image: np.ndarray | torch.Tensor, image_id: int = 0, file_name: str = ""
     ) -> dict[str, Any]:
         """Shape: image (H, W, 3) uint8 (grayscale/RGBA accepted) -> T views (3, h_t, w_t)."""
-        from cropformer.data.views import build_eval_views
-
         rgb = as_rgb_uint8(image)
-        v = (self.builder or build_eval_views)(
-            rgb,
-            short_side=self.short_side,
-            max_size=self.max_size,
-            crop_ratio=self.crop_ratio,
-            stride_ratio=self.stride_ratio,
-            num_crops=self.num_crops,
-            crop_mode=self.crop_mode,
-            crop_max_size=self.crop_max_size,
-        )
+        v = build_eval_views(rgb, self.views)
         return {
             "views": v["images"],
             "boxes": v["boxes"],
@@ -143,14 +117,17 @@ class EntityPredictor:
         crop_ratio, stride_ratio: crop geometry (official 0.7 / 0.6).
         crop_mode: ``fixed`` (4 corners), ``fixed8`` or ``none``.
         crop_max_size: long-side cap of crop views (official MAX_SIZE_TRAIN; None = ``max_size``).
+        cover_gap: widen ratio-0.5 crops of odd sides (``data.crop.cover_gap``; not official).
+            The view settings default to ``OFFICIAL_TEST_VIEWS`` and are kept in ``test_views``
+            (a ``InferenceViews``): validation, eval.py and this predictor plan views with it.
         device: where the network runs (``"cpu"``, ``"cuda"``, ``"auto"``).
-        precision: ``"32"``, ``"bf16"`` or ``"16"``: autocast for the network only (what runs in
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (or the Lightning names of the same
+            autocast, ``utils.precision``): autocast for the network only (what runs in
             which precision: ``precision_parts``); the fusion always works in float32. On a CPU
             without bf16/fp16 units (no AVX512_BF16/AMX) a reduced precision is emulated and
             slower than fp32: one warning line says so (``precision_warning``).
-        view_builder: builds the views of one image (default
-            ``cropformer.data.views.build_eval_views``); injectable for tests. The settings
-            above are kept in ``view_settings`` (an ``EvalViews``).
+        The views of an image are built by ``view_settings`` (an ``EvalViews`` over
+        ``test_views``), with ``cropformer.data.views.build_eval_views``.
         view_chunk: views run through the backbone, pixel decoder and image-level pass at a time
             (``CropFormer`` networks only; the views are independent there, the result is the same
             up to float rounding). ``"auto"``: 1 on CPU (bounds the activation memory of the
@@ -171,16 +148,16 @@ class EntityPredictor:
         net: nn.Module,
         fusion: Callable[[Outputs, Batch], list[EntityPrediction]],
         *,
-        short_side: int = 800,
-        max_size: int = 1333,
-        num_crops: int = 4,
-        crop_ratio: float = 0.7,
-        stride_ratio: float = 0.6,
-        crop_mode: str = "fixed",
+        short_side: int = OFFICIAL_TEST_VIEWS.short_side,
+        max_size: int = OFFICIAL_TEST_VIEWS.max_size,
+        num_crops: int = OFFICIAL_TEST_VIEWS.num_crops,
+        crop_ratio: float = OFFICIAL_TEST_VIEWS.crop_ratio,
+        stride_ratio: float = OFFICIAL_TEST_VIEWS.stride_ratio,
+        crop_mode: str = OFFICIAL_TEST_VIEWS.crop_mode,
         crop_max_size: int | None = None,
+        cover_gap: bool = OFFICIAL_TEST_VIEWS.cover_gap,
         device: str | torch.device = "cpu",
-        precision: str = "32",
-        view_builder: Callable[..., dict[str, Any]] | None = None,
+        precision: str = "fp32",
         view_chunk: int | str | None = "auto",
         pixel_decoder: str | None = "auto",
     ) -> None:
@@ -189,12 +166,20 @@ class EntityPredictor:
                 f"need 1 <= short_side <= max_size, got short_side={short_side}, "
                 f"max_size={max_size}"
             )
-        if num_crops < 0:
-            raise ValueError(f"num_crops={num_crops} must be >= 0")
-        if not 0.0 < crop_ratio <= 1.0:
-            raise ValueError(f"crop_ratio={crop_ratio} must lie in (0, 1]")
-        if str(precision) not in PRECISIONS:
-            raise ValueError(f"precision={precision!r} is not one of {sorted(PRECISIONS)}")
+        if str(precision) not in INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"precision={precision!r} is not one of {sorted(INFERENCE_PRECISIONS)}"
+            )
+        test_views = InferenceViews(  # checks the view settings
+            short_side=int(short_side),
+            max_size=int(max_size),
+            num_crops=int(num_crops) if crop_mode != "none" else 0,
+            crop_ratio=float(crop_ratio),
+            stride_ratio=float(stride_ratio),
+            crop_mode=crop_mode if num_crops > 0 else "none",
+            crop_max_size=crop_max_size,
+            cover_gap=bool(cover_gap),
+        )
         if str(device) == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if pixel_decoder is not None and pixel_decoder not in PIXEL_DECODER:
@@ -202,15 +187,13 @@ class EntityPredictor:
                 f"pixel_decoder={pixel_decoder!r} is not one of {PIXEL_DECODER} (or None)"
             )
         self.net = net.to(device).eval()
-        set_pixel_decoder_precision(net, pixel_decoder, PRECISIONS[str(precision)] is not None)
+        set_pixel_decoder_precision(net, pixel_decoder, autocast_dtype(precision) is not None)
         self.fusion = fusion
-        self.short_side = int(short_side)
-        self.max_size = int(max_size)
-        self.num_crops = int(num_crops)
-        self.crop_ratio = float(crop_ratio)
-        self.stride_ratio = float(stride_ratio)
-        self.crop_mode = crop_mode if num_crops > 0 else "none"
-        self.crop_max_size = crop_max_size
+        self.test_views = test_views
+        self.short_side, self.max_size = test_views.short_side, test_views.max_size
+        self.num_crops, self.crop_mode = test_views.num_crops, test_views.crop_mode
+        self.crop_ratio, self.stride_ratio = test_views.crop_ratio, test_views.stride_ratio
+        self.crop_max_size = test_views.crop_max_size
         self.device = torch.device(device)
         self.precision = str(precision)
         #: the warning line when the reduced precision is emulated on this CPU (else None)
@@ -219,16 +202,7 @@ class EntityPredictor:
         )
         if self.precision_warning:
             log.warning(self.precision_warning)
-        self.view_settings = EvalViews(
-            short_side=self.short_side,
-            max_size=self.max_size,
-            num_crops=self.num_crops,
-            crop_ratio=self.crop_ratio,
-            stride_ratio=self.stride_ratio,
-            crop_mode=self.crop_mode,
-            crop_max_size=crop_max_size,
-            builder=view_builder,
-        )
+        self.view_settings = EvalViews(test_views)
         if view_chunk == "auto":
             view_chunk = 1 if self.device.type == "cpu" else None
         if view_chunk is not None and (not isinstance(view_chunk, int) or view_chunk < 1):
@@ -297,7 +271,7 @@ class EntityPredictor:
         return self.predict_batch([image])[0]
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        dtype = PRECISIONS[self.precision]
+        dtype = autocast_dtype(self.precision)
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -332,9 +306,11 @@ def precision_parts(net: nn.Module, precision: str) -> str:
     and the pixel decoder as a whole stays fp32 when its ``force_fp32`` is set (official) or
     only its FPN step and mask-feature projection when ``fpn_fp32`` is.
     """
-    dtype = PRECISIONS.get(str(precision))
+    dtype = autocast_dtype(precision)
     if dtype is None:  # no autocast: fp32, or Lightning's "-true" precisions that cast the weights
-        return "fp32: all" if "32" in str(precision) else f"{precision}: all (no autocast)"
+        entry = precision_of(precision)
+        plain = entry is not None and entry.family == "fp32"
+        return "fp32: all" if plain else f"{precision}: all (no autocast)"
     name = "bf16" if dtype == torch.bfloat16 else "fp16"
     reduced, fp32 = ["backbone"], []
     if any(type(m).__name__ == "GlobalLocalFilter" for m in net.modules()):

@@ -85,7 +85,7 @@ class CropFormerModule(L.LightningModule):
     Args:
         net: config of the network (``cropformer.model.cropformer.CropFormer``).
         criterion: config of the set criterion (matcher + losses of both passes).
-        fusion: config of the multi-view fusion used at validation/test/predict time.
+        fusion: config of the multi-view fusion used at validation/test time.
         optimizer: config of the optimizer factory called with the network (``_target_``
             :func:`cropformer.training.optim.adamw`, ``_partial_: true``).
         scheduler: config of the schedule factory called with the optimizer (``_target_``
@@ -282,9 +282,6 @@ class CropFormerModule(L.LightningModule):
     def metric_results(self) -> list[dict[str, Any]]:
         """COCO-format results of the last evaluation (for writing the results json)."""
         return list(self._metric.results()) if self._metric is not None else []
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> list[EntityPrediction]:
-        return self.predict_entities(batch)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

@@ -1,4 +1,7 @@
-"""Validation overlay panels: ``image | ground truth | prediction`` strips as PNG and to W&B."""
+"""Validation overlay panels: ``image | ground truth | prediction`` strips as PNG and to W&B.
+
+Entities are coloured with the one palette of ``evaluation.writers`` (as predict.py colours them).
+"""
 
 from __future__ import annotations
 
@@ -11,24 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-
-def _palette(n: int) -> np.ndarray:
-    """Distinct colours for any number of entities (golden-ratio hue walk, no overflow)."""
-    hues = (np.arange(n) * 0.618033988749895) % 1.0
-    rgb = np.stack(
-        [np.abs(((hues * 6 + off) % 6) - 3) - 1 for off in (0.0, 4.0, 2.0)], axis=-1
-    ).clip(0, 1)
-    return (rgb * 200 + 40).astype(np.uint8)
-
-
-def colorize(id_map: np.ndarray) -> np.ndarray:
-    """(H, W) int id map (-1 = none) -> (H, W, 3) uint8 colours (black for none)."""
-    out = np.zeros((*id_map.shape, 3), dtype=np.uint8)
-    if id_map.size and id_map.max() >= 0:
-        colors = _palette(int(id_map.max()) + 1)
-        mask = id_map >= 0
-        out[mask] = colors[id_map[mask]]
-    return out
+from cropformer.evaluation.writers import colorize
 
 
 class PredictionOverlays(Callback):

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from cropformer.utils.precision import precision_of
+
 #: upper bound of ``num_workers: auto`` (more workers than this rarely speed up one process)
 MAX_AUTO_WORKERS = 8
 
@@ -39,17 +41,6 @@ def auto_pin_memory(value: Any, use_cuda: bool | None = None) -> bool:
 
 
 # -- reduced precision on CPU ------------------------------------------------------------------
-
-#: precision names (predict.py / EntityPredictor / Lightning) -> the reduced dtype they autocast to
-_REDUCED = {
-    "bf16": "bf16",
-    "bf16-mixed": "bf16",
-    "bf16-true": "bf16",
-    "fp16": "fp16",
-    "16": "fp16",
-    "16-mixed": "fp16",
-    "16-true": "fp16",
-}
 
 #: measured on the 2-core AMD EPYC VM (torch CPU capability AVX2, no bf16 units), 2 threads:
 #: bf16 / fp32 time of a 1024x1024 matmul, a 3x3 convolution and a Swin-T forward
@@ -125,9 +116,10 @@ def cpu_precision_warning(precision: str) -> str | None:
     None for fp32, on CPUs with the units (AMX, AVX512_BF16, AVX512_FP16, Arm BF16/FP16), and
     where the architecture cannot be probed.
     """
-    dtype = _REDUCED.get(str(precision))
-    if dtype is None:
+    entry = precision_of(precision)
+    if entry is None or entry.family not in ("bf16", "fp16"):
         return None
+    dtype = entry.family
     units = cpu_reduced_precision_units(dtype)
     if units is None or units:
         return None

@@ -78,21 +78,6 @@ def test_workers(tmp_path):
     assert batch["images"].shape[0] == 4
 
 
-def test_predict_images_without_annotations(tmp_path):
-    from PIL import Image
-
-    (tmp_path / "imgs" / "sub").mkdir(parents=True)
-    Image.new("RGB", (64, 48)).save(tmp_path / "imgs" / "a.jpg")
-    Image.new("L", (30, 40)).save(tmp_path / "imgs" / "sub" / "b.png")
-    dm = EntityDataModule(
-        predict_images=str(tmp_path / "imgs"), test_short_side=32, eval_batch_size=1
-    )
-    dm.setup("predict")
-    batches = list(dm.predict_dataloader())
-    assert [b["file_names"][0] for b in batches] == ["a.jpg", "sub/b.png"]
-    assert "targets" not in batches[0] and batches[0]["boxes"].shape == (1, 5, 4)
-
-
 def test_pixel_transforms_same_params_for_all_views(tmp_path):
     import numpy as np
 

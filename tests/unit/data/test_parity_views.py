@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from cropformer.data.dataset import EntityDataset
 from cropformer.data.decode import label_source_for, load_image
 from cropformer.data.records import Entity, Record
-from cropformer.data.view_sampler import SampleDraw
+from cropformer.data.view_sampler import SampleDraw, ViewSampler
 from cropformer.data.views import (
+    InferenceViews,
     build_eval_views,
     corner_crop_boxes,
     plan_views,
@@ -33,12 +35,38 @@ def _load(name: str) -> dict:
     return torch.load(PARITY / name, weights_only=True)
 
 
-def test_eval_views_match_official_mapper():
+# the bundle's official config: MIN_SIZE_TEST 256, everything else official
+BUNDLE_VIEWS = InferenceViews(short_side=256)
+
+
+def _eval_path_views(image_path: Path, height: int, width: int) -> dict:
+    """The views eval.py evaluates: the data module's ViewSampler(train=False) + EntityDataset."""
+    record = Record(
+        image_path=str(image_path),
+        file_name=image_path.name,
+        height=height,
+        width=width,
+        image_id=1,
+    )
+    sampler = ViewSampler(train=False, short_sides=(256,), num_crops=4, crop_max_size=1333)
+    assert sampler.test_views() == BUNDLE_VIEWS
+    sample = EntityDataset([record], sampler, with_targets=False).load(0)
+    return {"images": sample["views"], "boxes": sample["boxes"]}
+
+
+@pytest.mark.parametrize("path", ["predict", "eval"])
+def test_eval_views_match_official_mapper(path):
+    """predict.py / the API (build_eval_views) and eval.py (ViewSampler) against the official
+    EntityCropDatasetMapper(is_train=False) output."""
     ref = _load("eval_inputs.pth")
     out = ref["mapper_output"]
-    image = load_image(PARITY / ref["dataset_dict"]["file_name"])
+    image_path = PARITY / ref["dataset_dict"]["file_name"]
+    image = load_image(image_path)
     assert image.shape == (420, 512, 3)
-    views = build_eval_views(image, short_side=256, max_size=1333)
+    if path == "predict":
+        views = build_eval_views(image, BUNDLE_VIEWS)
+    else:
+        views = _eval_path_views(image_path, 420, 512)
     official = [out["image"]] + list(out["image_crop"])
     assert len(views["images"]) == len(official) == 5
     for mine, theirs in zip(views["images"], official):
@@ -48,7 +76,8 @@ def test_eval_views_match_official_mapper():
         assert torch.equal(mine, theirs)  # in fact bit-exact: same PIL bilinear on a PNG
     assert torch.equal(views["boxes"][1:].long(), out["crop_region"].long())
     assert views["boxes"][0].tolist() == [0, 0, 512, 420]
-    assert views["view_sizes"].tolist() == [list(s) for s in ref["image_sizes"]]
+    sizes = [list(v.shape[1:]) for v in views["images"]]
+    assert sizes == [list(s) for s in ref["image_sizes"]]
 
 
 def _record(dd: dict) -> Record:

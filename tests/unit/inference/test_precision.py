@@ -119,18 +119,22 @@ def test_bf16_prediction_keeps_the_original_size_and_fp32_outputs(tiny_cropforme
 
 
 def test_eval_precision_key_sets_the_trainer_and_bad_values_are_one_line():
-    from cropformer.cli.eval import PRECISION_TO_TRAINER, _apply_precision
-    from cropformer.cli.validate import pixel_decoder_setting
+    from cropformer.cli.eval import _apply_precision
+    from cropformer.cli.validate import check_values, pixel_decoder_setting
 
-    for name, trainer in PRECISION_TO_TRAINER.items():
+    expected = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+    for name, trainer in expected.items():
         cfg = OmegaConf.create({"precision": name, "trainer": {"precision": "32-true"}})
         _apply_precision(cfg)
         assert cfg.trainer.precision == trainer
     cfg = OmegaConf.create({"precision": None, "trainer": {"precision": "32-true"}})
     _apply_precision(cfg)
     assert cfg.trainer.precision == "32-true"
-    with pytest.raises(UserError, match=r"precision='bf61': use fp32, bf16 or fp16"):
-        _apply_precision(OmegaConf.create({"precision": "bf61", "trainer": {}}))
+    check_values(OmegaConf.create({"precision": None, "split": "val"}))  # eval: null keeps it
+    with pytest.raises(UserError, match=r"precision='bf61': use fp32, bf16 or fp16 \(or null"):
+        check_values(OmegaConf.create({"precision": "bf61", "split": "val", "trainer": {}}))
+    with pytest.raises(UserError, match=r"precision=None: use fp32, bf16 or fp16$"):
+        check_values(OmegaConf.create({"precision": None}))  # predict.py has no null
     assert pixel_decoder_setting(None) is None and pixel_decoder_setting("encoder") == "encoder"
     with pytest.raises(UserError, match=r"pixel_decoder='half': use auto \(= encoder"):
         pixel_decoder_setting("half")

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from cropformer.evaluation.writers import colorize, overlay
 from cropformer.training.checkpointing import AtomicCheckpointIO
-from cropformer.training.overlays import _panel, colorize
+from cropformer.training.overlays import _panel
 from cropformer.training.progress import (
     RichProgressWithLog,
     _StepRate,
@@ -47,6 +48,29 @@ def test_colorize_distinct_colours_for_many_entities():
     assert (rgb.reshape(-1, 3)[0] == 0).all()  # -1 is black
     colours = {tuple(c) for c in rgb.reshape(-1, 3)[1:]}
     assert len(colours) > 250  # no palette overflow / wrap-around at 133
+
+
+def test_training_overlays_and_predict_colour_an_entity_alike():
+    """One palette: entity k has the same colour in a training overlay and in predict.py's."""
+    ids = np.full((8, 8), -1, dtype=np.int64)
+    ids[:, 4:] = 2
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    pred = {
+        "id_map": torch.from_numpy(ids).int(),
+        "scores": torch.ones(3),
+        "query_indices": torch.arange(3),
+    }
+    predict_side = overlay(image, pred, alpha=1.0)[:, 8:]  # alpha 1: the entity colour itself
+    assert (predict_side[0, 5] == colorize(ids)[0, 5]).all() and colorize(ids)[0, 5].any()
+    batch = {
+        "view_sizes": torch.tensor([[8, 8]]),
+        "images": torch.from_numpy(image).permute(2, 0, 1)[None].float(),
+    }
+    panel, labels = _panel(batch, 0, 1, pred)
+    assert labels == ["image", "prediction"]
+    blended = panel[14:, -8:]  # below the header strip, the prediction column
+    expected = (colorize(ids)[0, 5].astype(np.float32) * 0.6).astype(np.uint8)  # black image
+    assert (blended[0, 5] == expected).all()
 
 
 def test_progress_bar_mode_validation():
