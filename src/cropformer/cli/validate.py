@@ -182,7 +182,7 @@ def _check_devices(cfg: DictConfig, accelerator: str) -> None:
 
 
 def _check_fusion(cfg: DictConfig) -> None:
-    from cropformer.inference.fusion import DECODER_CHOICES
+    from cropformer.inference.fusion import DECODER_CHOICES, MERGE_METRICS
 
     choices = (None, *DECODER_CHOICES)
     _check_choice(cfg, "model.fusion.decoder", choices, "not a fusion decoder")
@@ -195,6 +195,14 @@ def _check_fusion(cfg: DictConfig) -> None:
     _check_int(cfg, "inference.num_crops", 0, "crop views; 0 = full view only", optional=True)
     if _select(cfg, "inference.crop_ratio") is not None:
         _check_fraction(cfg, "inference.crop_ratio", 0.0, 1.0, "crop side / image side, e.g. 0.7")
+    for prefix in ("model.fusion", "inference.fusion"):
+        _check_choice(cfg, f"{prefix}.merge_metric", (None, *MERGE_METRICS), "not a merge metric")
+        what = "overlap at which two views' entities merge"
+        if _select(cfg, f"{prefix}.merge_threshold") is not None:
+            _check_fraction(cfg, f"{prefix}.merge_threshold", 0.0, 1.0, what)
+        _check_int(
+            cfg, f"{prefix}.merge_canvas_size", 1, "long side of the merge canvas", optional=True
+        )
 
 
 def _check_inference(cfg: DictConfig) -> None:

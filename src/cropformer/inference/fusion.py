@@ -30,7 +30,13 @@ from cropformer.utils.id_maps import area_and_sum, remap_ids
 #: Decoder choices of the paper's Table 8b: which pass and which views the fusion uses.
 #: ``I-O``: image-level pass, full view only; ``B-O``: batch-level pass, full view only;
 #: ``B-C``: batch-level pass, crops only; ``B-OC``: batch-level pass, all views (official).
-DECODER_CHOICES: tuple[str, ...] = ("I-O", "B-O", "B-C", "B-OC")
+#: Not in the paper: ``I-OC-merge``, the image-level pass of every view, each predicted on its own
+#: and merged by greedy non-maximum merging (``view_merge``): test-time multi-view augmentation
+#: for a network without association (Mask2Former), whose queries differ from view to view.
+DECODER_CHOICES: tuple[str, ...] = ("I-O", "B-O", "B-C", "B-OC", "I-OC-merge")
+MERGE_DECODER = "I-OC-merge"
+#: how ``I-OC-merge`` compares two entities of different views (``view_merge.overlap``)
+MERGE_METRICS: tuple[str, ...] = ("iou", "ios")
 ORDER_CHOICES: tuple[str, ...] = ("entity_prob", "score")
 
 # Official epsilons: the coverage map starts at 1e-16, the mean mask probability divides by
@@ -45,16 +51,26 @@ class MultiViewFusion:
     Args:
         decoder: which predictions to fuse (see ``DECODER_CHOICES``); ``"B-OC"`` is official.
             Without a batch-level pass in the outputs (Mask2Former mode) the image-level output
-            of the full view is used whatever the choice.
+            of the full view is used whatever the choice, except ``"I-OC-merge"``, which merges
+            the image-level outputs of all views (``view_merge.GreedyViewMerge``; the batch-level
+            pass, if any, is not used).
         double_sigmoid: apply a second sigmoid to the fused probability in the mask-quality factor
             of the score (official quirk, reference doc §11.1).
         order: ``"entity_prob"`` (official) keeps outputs ordered by entity probability,
             descending; ``"score"`` reorders them by final score, descending. Painting priority is
-            the entity probability in both cases.
+            the entity probability in both cases. ``I-OC-merge`` always orders and paints by
+            score (its groups come from several views' queries).
         mask_threshold: a pixel belongs to a query's mask if its fused probability is above this.
         top_k_single_view: in single-view image-level mode (Mask2Former mode and ``I-O``) keep only
             the ``top_k`` most probable queries (official MaskFormer ``DETECTIONS_PER_IMAGE``, 100).
             ``None`` keeps all. The multi-view CropFormer fusion always keeps all queries.
+            ``I-OC-merge``: the candidates per view and the merged outputs kept.
+        merge_threshold: ``I-OC-merge`` only: overlap (``merge_metric``) at or above which an
+            entity of a view joins a merged group.
+        merge_metric: ``I-OC-merge`` only: ``"iou"`` (default) or ``"ios"`` (intersection over
+            the smaller area, SAHI's default), inside the two views' shared region.
+        merge_canvas_size: ``I-OC-merge`` only: long side in pixels of the canvas on which the
+            entities are matched (the merged masks are painted at full resolution).
         drop_empty: remove outputs whose final mask is empty (official: kept with score 0).
         query_chunk_size: queries fused at once; ``None`` derives it from ``chunk_memory_mb``.
         chunk_memory_mb: memory budget for the per-chunk canvases when ``query_chunk_size`` is None.
@@ -76,6 +92,9 @@ class MultiViewFusion:
         mask_threshold: float = 0.5,
         top_k_single_view: int | None = 100,
         drop_empty: bool = False,
+        merge_threshold: float = 0.5,
+        merge_metric: str = "iou",
+        merge_canvas_size: int = 512,
         query_chunk_size: int | None = None,
         chunk_memory_mb: float = 512.0,
         device: str | torch.device | None = None,
@@ -93,23 +112,39 @@ class MultiViewFusion:
             raise ValueError(f"query_chunk_size={query_chunk_size} must be >= 1 or None")
         if chunk_memory_mb <= 0:
             raise ValueError(f"chunk_memory_mb={chunk_memory_mb} must be > 0")
+        if not 0.0 < merge_threshold <= 1.0:
+            raise ValueError(f"merge_threshold={merge_threshold} must lie in (0, 1]")
+        if merge_metric not in MERGE_METRICS:
+            raise ValueError(f"merge_metric={merge_metric!r} is not one of {MERGE_METRICS}")
+        if merge_canvas_size < 1:
+            raise ValueError(f"merge_canvas_size={merge_canvas_size} must be >= 1")
         self.decoder = decoder
         self.double_sigmoid = double_sigmoid  # parity: official True (second sigmoid in the score)
         self.order: Literal["entity_prob", "score"] = order  # type: ignore[assignment]
         self.mask_threshold = float(mask_threshold)
         self.top_k_single_view = top_k_single_view
         self.drop_empty = drop_empty  # parity: official False (empty outputs kept, score 0)
+        self.merge_threshold = float(merge_threshold)
+        self.merge_metric = merge_metric
+        self.merge_canvas_size = int(merge_canvas_size)
         self.query_chunk_size = query_chunk_size
         self.chunk_memory_mb = float(chunk_memory_mb)
         self.device = torch.device(device) if device is not None else None
         self.output_device = torch.device(output_device) if output_device is not None else None
         self._warned_fallback = False
+        self._warned_single_view = False
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(decoder={self.decoder!r}, double_sigmoid={self.double_sigmoid},"
             f" order={self.order!r}, mask_threshold={self.mask_threshold},"
-            f" drop_empty={self.drop_empty})"
+            f" drop_empty={self.drop_empty}"
+            + (
+                f", merge_threshold={self.merge_threshold}, merge_metric={self.merge_metric!r},"
+                f" merge_canvas_size={self.merge_canvas_size})"
+                if self.decoder == MERGE_DECODER
+                else ")"
+            )
         )
 
     # ------------------------------------------------------------------ public entry point
@@ -147,6 +182,8 @@ class MultiViewFusion:
         boxes_list = boxes.tolist()
 
         image_level = outputs["image_level"]
+        if self.decoder == MERGE_DECODER:
+            return self._merge(image_level, T, padded_hw, view_sizes, boxes_list, orig_sizes)
         batch_level = outputs.get("batch_level")
         use_batch_level = self.decoder != "I-O" and batch_level is not None
         if self.decoder != "I-O" and batch_level is None and T > 1 and not self._warned_fallback:
@@ -194,6 +231,60 @@ class MultiViewFusion:
                         padded_hw=padded_hw,
                         orig_size=(int(orig_sizes[b][0]), int(orig_sizes[b][1])),
                         top_k=top_k,
+                    )
+                )
+        return predictions
+
+    def _merge(
+        self,
+        image_level: Any,
+        T: int,
+        padded_hw: tuple[int, int],
+        view_sizes: list[list[int]],
+        boxes: list[list[list[float]]],
+        orig_sizes: list[list[int]],
+    ) -> list[EntityPrediction]:
+        """``I-OC-merge``: each image's views merged by ``GreedyViewMerge`` (image-level pass)."""
+        # imported here: view_merge reuses this module's resizing helpers
+        from cropformer.inference.view_merge import GreedyViewMerge, ViewOutput
+
+        if T == 1 and not self._warned_single_view:
+            warnings.warn(
+                "fusion decoder='I-OC-merge' got one view per image (no crops at test time): "
+                "it merges the full view's entities only; use data/crop=fixed4 for the 5 views",
+                stacklevel=3,
+            )
+            self._warned_single_view = True
+        merger = GreedyViewMerge(
+            match_threshold=self.merge_threshold,
+            match_metric=self.merge_metric,
+            mask_threshold=self.mask_threshold,
+            top_k=self.top_k_single_view,
+            max_outputs=self.top_k_single_view,
+            canvas_size=self.merge_canvas_size,
+            double_sigmoid=self.double_sigmoid,
+            drop_empty=self.drop_empty,
+            chunk_memory_mb=self.chunk_memory_mb,
+            device=self.device,
+            output_device=self.output_device,
+        )
+        predictions: list[EntityPrediction] = []
+        with torch.autocast(device_type=image_level["pred_logits"].device.type, enabled=False):
+            for b in range(len(orig_sizes)):
+                views = [
+                    ViewOutput(
+                        image_level["pred_logits"][b * T + t],
+                        image_level["pred_masks"][b * T + t],
+                        view_sizes[b * T + t],
+                        boxes[b][t],
+                    )
+                    for t in range(T)
+                ]
+                predictions.append(
+                    merger.merge_image(
+                        views,
+                        padded_hw=padded_hw,
+                        orig_size=(int(orig_sizes[b][0]), int(orig_sizes[b][1])),
                     )
                 )
         return predictions

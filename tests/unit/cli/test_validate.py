@@ -48,6 +48,27 @@ def test_eval_config_checks_its_own_keys():
     assert message is not None and "did you mean `inference.fusion.decoder`?" in message
 
 
+def test_eval_merge_decoder_settings_are_checked():
+    # the Mask2Former test-time multi-view control row (fusion decoder I-OC-merge)
+    ok = ["ckpt=x.ckpt", "data/crop=fixed4", "inference.fusion.decoder=I-OC-merge"]
+    good = [
+        "inference.fusion.merge_threshold=0.6",
+        "inference.fusion.merge_metric=ios",
+        "inference.fusion.merge_canvas_size=256",
+    ]
+    assert _error(*ok, *good, name="eval") is None
+    message = _error(*ok, "inference.fusion.merge_threshold=0", name="eval")
+    assert message is not None and message.startswith("inference.fusion.merge_threshold=0: must be")
+    message = _error(*ok, "inference.fusion.merge_canvas_size=-1", name="eval")
+    assert message is not None and message.startswith(
+        "inference.fusion.merge_canvas_size=-1: must be"
+    )
+    message = _error(*ok, "inference.fusion.merge_metric=giou", name="eval")
+    assert message is not None and message.startswith(
+        "inference.fusion.merge_metric='giou': not a merge"
+    )
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -90,6 +111,8 @@ def test_every_key_an_experiment_preset_sets_is_accepted(preset):
         ("trainer.max_steps=0", "trainer.max_steps=0"),
         ("trainer.val_check_interval=-3", "trainer.val_check_interval=-3"),
         ("model.fusion.decoder=X", "model.fusion.decoder='X'"),
+        ("model.fusion.merge_threshold=1.5", "model.fusion.merge_threshold=1.5"),
+        ("model.fusion.merge_canvas_size=0", "model.fusion.merge_canvas_size=0"),
         ("seed=abc", "seed='abc'"),
     ],
 )
