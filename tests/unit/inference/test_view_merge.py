@@ -418,8 +418,8 @@ def test_merge_needs_a_view():
 
 def test_mask2former_predicts_each_test_view_on_its_own_and_merges_them():
     # the eval path: CropFormerModule.predict_entities on a batch of 1 image x 5 views
-    from cropformer.training.module import CropFormerModule
     from cropformer.run.config import compose_config
+    from cropformer.training.module import CropFormerModule
 
     cfg = compose_config(["model=mask2former_tiny"]).model
     torch.manual_seed(0)
