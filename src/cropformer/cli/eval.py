@@ -61,6 +61,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     module, info = CropFormerModule.from_loaded(loaded), loaded.info
     apply_to_data(cfg, training=False)
+    task = str(getattr(module, "task", "entity"))
+    if task != "entity" and "task" in cfg.data:
+        # the split's ground truth with classes (e.g. the synthetic <split>_classes.json)
+        OmegaConf.update(cfg, "data.task", task, merge=False)
     datamodule = instantiate(cfg.data, _recursive_=False)
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(

@@ -266,6 +266,10 @@ def _stage_metrics(trainer: L.Trainer, stage: str) -> dict[str, float]:
     return out
 
 
+#: the validation numbers of class-aware tasks shown in the summary (summary key: label)
+CLASS_AWARE_SUMMARY = {"val_pq": "PQ (val)", "val_ap": "AP (val)", "val_miou": "mIoU (val)"}
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     import json
 
@@ -276,11 +280,20 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     ap = summary["entity_ap"]
     smoke = f" (smoke run: {SMOKE})" if summary.get("smoke") else ""
+    # class-aware tasks report PQ / AP / mIoU instead of AP^e
+    shown = [k for k in CLASS_AWARE_SUMMARY if isinstance(summary.get(k), float)]
+    if shown:
+        headline = [f"{CLASS_AWARE_SUMMARY[k]:<14}: {summary[k]:.2f}" for k in shown]
+    else:
+        headline = [
+            f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}"
+        ]
+    headline[0] += smoke
     lines = [
         "",
         f"run directory : {summary['run_dir']}",
         f"steps         : {summary['steps']} ({summary['minutes']} min)",
-        (f"AP^e (val)    : {ap:.2f}" if isinstance(ap, float) else f"AP^e (val)    : {ap}") + smoke,
+        *headline,
         *(
             [f"AP^e (test)   : {summary['test_entity_ap']:.2f}"]
             if isinstance(summary.get("test_entity_ap"), float)
@@ -290,7 +303,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"best ckpt     : {best}",
     ]
     print("\n".join(lines), flush=True)
-    keys = ("entity_ap", "run_dir", "minutes", "steps", "smoke")
+    keys = (
+        (*shown, "run_dir", "minutes", "steps", "smoke")
+        if shown
+        else ("entity_ap", "run_dir", "minutes", "steps", "smoke")
+    )
     short = readable({k: summary[k] for k in keys if k in summary})
     print(json.dumps(short), flush=True)
 

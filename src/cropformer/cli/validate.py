@@ -237,6 +237,20 @@ def auto_or_int(value: Any) -> int | None:
     return None if value in (None, "auto") else int(value)
 
 
+def _check_task(cfg: DictConfig) -> None:
+    """A class-aware task needs a dataset with classes (``data.num_classes``)."""
+    task = OmegaConf.select(cfg, "task.name", default="entity")
+    if task in (None, "entity"):
+        return
+    if OmegaConf.select(cfg, "data.num_classes", default=None) is None:
+        raise UserError(
+            f"task={task} needs a dataset with classes but data.num_classes is null; use a "
+            "class-aware data config (data=coco_panoptic, ade20k_panoptic, entityclass or "
+            "synthetic) or set data.num_classes=<number of categories>"
+        )
+    _check_int(cfg, "data.num_classes", 1, "number of classes of a class-aware task")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Type and range of every value the tasks read, before any work.
 
@@ -246,6 +260,7 @@ def check_values(cfg: DictConfig) -> None:
     Raises:
         UserError: the first bad value (names key, value and what is allowed).
     """
+    _check_task(cfg)
     _check_data(cfg)
     _check_trainer(cfg)
     _check_fusion(cfg)

@@ -100,6 +100,12 @@ class CropFormerModule(L.LightningModule):
             Mask2Former checkpoint initialises a CropFormer except for its association module,
             official practice, ref. doc §2.7). Stored as provenance only: opening a checkpoint
             of this module never reads it again (its weights are in the state dict).
+        task: ``entity`` (default: AP^e) or a class-aware task (``instance``, ``panoptic``,
+            ``semantic``: the fusion is a ``ClassAwareFusion`` and the metrics PQ / AP / mIoU,
+            ``ClassAwareEvaluator``); set by the ``task`` config group.
+        classes: the class set of a class-aware task as a categories json list (``id``,
+            ``name``, ``isthing``); None: taken from the datamodule at setup. Stored in every
+            checkpoint, so eval and predict know the class names.
     """
 
     def __init__(
@@ -114,6 +120,8 @@ class CropFormerModule(L.LightningModule):
         compile: bool = False,
         metric: Mapping[str, Any] | None = None,
         init_checkpoint: str | None = None,
+        task: str = "entity",
+        classes: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if nan_policy not in NAN_POLICIES:
@@ -129,8 +137,15 @@ class CropFormerModule(L.LightningModule):
                 "compile": compile,
                 "metric": _plain(metric) or {},
                 "init_checkpoint": init_checkpoint,
+                "task": task,
+                "classes": _plain(classes),
             }
         )
+        if task not in ("entity", "instance", "panoptic", "semantic"):
+            raise ValueError(
+                f"model.task={task!r} is not one of entity, instance, panoptic, semantic"
+            )
+        self.task = task
         self.net = instantiate(self.hparams["net"])
         self.criterion = instantiate(self.hparams["criterion"])
         self.fusion = instantiate(self.hparams["fusion"])
@@ -140,6 +155,9 @@ class CropFormerModule(L.LightningModule):
             # Not registered as a submodule: parameter names stay free of ``_orig_mod.``.
             object.__setattr__(self, "_forward_impl", torch.compile(self.net))
         self._metric: Any = None
+        self.classes: Any = None  # CategorySet of a class-aware task
+        if classes:
+            self.set_classes(classes)
         self.skipped_steps = 0
         self.last_val_step = -1
 
@@ -222,6 +240,34 @@ class CropFormerModule(L.LightningModule):
             out[f"train/loss_{suffix}"] = value
         return out
 
+    # ------------------------------------------------------------------ classes
+    def set_classes(self, classes: Any) -> None:
+        """The class set of a class-aware task (a ``CategorySet`` or a categories json list);
+        checked against the class head and handed to the fusion."""
+        from cropformer.data.categories import CategorySet
+
+        cs = classes if isinstance(classes, CategorySet) else CategorySet.from_json(classes)
+        head = int(self.net.decoder.class_head.out_features) - 1
+        if len(cs) != head:
+            raise ValueError(
+                f"the data has {len(cs)} classes but the class head predicts {head}; set "
+                "data.num_classes (the task group gives it to the model) to the class count"
+            )
+        self.classes = cs
+        if hasattr(self.fusion, "set_classes"):
+            self.fusion.set_classes(cs.isthing)
+
+    def setup(self, stage: str) -> None:
+        if self.task == "entity" or self.classes is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "class_set"):
+            raise ValueError(
+                f"task={self.task} needs the classes: from the datamodule (class_set) or the "
+                "checkpoint"
+            )
+        self.set_classes(dm.class_set)
+
     # ------------------------------------------------------------------ evaluation
     def _make_metric(self, annotation_file: str) -> Any:
         from cropformer.evaluation.metric import EntityAPMetric
@@ -241,12 +287,33 @@ class CropFormerModule(L.LightningModule):
         return str(path)
 
     def _start_metric(self, stage: str) -> None:
+        if self.task != "entity":
+            self._start_class_metric(stage)
+            return
         path = self._annotation_file(stage)
         if self._metric is not None and getattr(self, "_metric_file", None) == path:
             self._metric.reset()  # keeps the parsed ground truth between validations
         else:
             self._metric = self._make_metric(path)
             self._metric_file = path
+
+    def _start_class_metric(self, stage: str) -> None:
+        from cropformer.evaluation.class_aware import ClassAwareEvaluator
+
+        if self._metric is not None and getattr(self, "_metric_file", None) == stage:
+            self._metric.reset()
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "gt_records"):
+            raise RuntimeError(f"task={self.task}: the datamodule must provide gt_records(stage)")
+        options = self.hparams.get("metric", {})
+        self._metric = ClassAwareEvaluator(
+            self.task,
+            dm.gt_records(stage),
+            self.classes,
+            backend=str(options.get("backend", "faster_coco_eval")),
+        ).to(self.device)
+        self._metric_file = stage
 
     def on_validation_epoch_start(self) -> None:
         self._start_metric("val")
@@ -304,10 +371,14 @@ class CropFormerModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if getattr(self, "_data_config", None) is not None:
             checkpoint["data_config"] = self._data_config
+        if self.classes is not None:
+            checkpoint["classes"] = self.classes.to_json()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "data_config" in checkpoint:
             self._data_config = checkpoint["data_config"]
+        if checkpoint.get("classes") and self.classes is None:
+            self.set_classes(checkpoint["classes"])
         # checkpoints of compiled networks written by other tools carry ``_orig_mod.``
         from cropformer.model.checkpoint_io import strip_compile_prefix
 
