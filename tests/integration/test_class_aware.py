@@ -144,3 +144,33 @@ def test_class_aware_task_on_entity_data_is_one_line(tmp_path):
     assert proc.returncode != 0
     err = proc.stderr.strip().splitlines()[-1]
     assert err.startswith("error: task=panoptic needs a dataset with classes")
+
+
+def test_predict_writes_class_ids_and_names(trained, sample, tmp_path):
+    from cropformer.cli.predict import predict
+
+    _tmp, summary = trained
+    out = tmp_path / "pred"
+    cfg = compose_config(
+        [
+            f"ckpt={summary['last_checkpoint']}",
+            f"input={sample['image_root']}",
+            f"output={out}",
+            "inference.short_side=128",
+            "inference.max_size=192",
+            "num_workers=0",
+            "device=cpu",
+            f"paths.log_dir={tmp_path}/logs",
+            f"paths.output_dir={tmp_path}/logs/predict/runs/r",
+            "extras.print_config=false",
+        ],
+        config_name="predict",
+    )
+    result = predict(cfg)
+    assert result["processed"] == 2
+    names = {c["id"]: c["name"] for c in json.loads(sample["categories"].read_text())}
+    for doc_path in sorted(out.glob("*.json")):
+        doc = json.loads(doc_path.read_text())
+        for ann in doc["annotations"]:
+            # a panoptic segment: its COCO category id and name (not the entity class 1)
+            assert names[ann["category_id"]] == ann["category_name"]

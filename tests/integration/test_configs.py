@@ -29,6 +29,7 @@ GROUPS = [
     "sweep",
     "debug",
     "inference",
+    "task",
 ]
 HEAVY_MODELS = ("swinl", "hornetl")  # ~200 M parameters: instantiated only in the slow test
 
@@ -116,6 +117,8 @@ def _assert_selects(cfg: DictConfig, group: str, option: str) -> int:
             header = sub_path.read_text().split("\n", 1)[0]
             if header.startswith("# @package ") and "_global_" not in header:
                 prefix = tuple(header.removeprefix("# @package ").strip().split("."))
+            elif header.startswith("# @package _global_"):  # e.g. conf/task/*.yaml
+                prefix = ()
             else:
                 prefix = tuple(sub_group.split("/"))
             own_prefix = tuple(group.split("/"))
@@ -218,6 +221,15 @@ def test_group_option_composes_and_instantiates(group, option, tmp_path):
         val = dm.sampler_for("val")
         assert val.num_views == (1 + cfg.data.crop.num_test if cfg.data.crop.mode != "none" else 1)
         assert val.short_sides == (cfg.data.test_short_side,)
+    elif group == "task":
+        # the default tiny CropFormer on the embedded data: 5 classes (+ no-object) or entity
+        module = instantiate(cfg.model, _recursive_=False)
+        classes = 1 if option == "entity" else cfg.data.num_classes
+        assert module.net.decoder.class_head.out_features == classes + 1
+        assert module.criterion.num_classes == classes and module.task == option
+        assert type(module.fusion).__name__ == (
+            "MultiViewFusion" if option == "entity" else "ClassAwareFusion"
+        )
     elif group == "trainer" and option not in ("ddp", "gpu"):
         trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
         assert trainer.max_steps == cfg.trainer.max_steps

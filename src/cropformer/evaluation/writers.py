@@ -140,9 +140,14 @@ def rle_document(
 
     Format: ``{"file_name", "image_id", "height", "width", "annotations": [{"id": k + 1,
     "category_id": 1, "score", "query_index", "area", "segmentation": {"size", "counts"}}]}``;
-    ``id`` matches the value in the id-map PNG. Empty outputs are skipped.
+    ``id`` matches the value in the id-map PNG. Empty outputs are skipped. Class-aware
+    predictions (``ClassAwareFusion``) give each annotation its class: ``category_id`` (the
+    annotation file's id) and ``category_name``.
     """
     ids = _np(pred["id_map"])
+    extra: dict[str, Any] = dict(pred)  # class-aware predictions carry more keys
+    cat_ids: list[int] | None = extra.get("category_ids")
+    cat_names: list[str] | None = extra.get("category_names")
     scores = _np(pred["scores"]).astype(np.float64)
     queries = _np(pred["query_indices"]).astype(np.int64)
     anns: list[dict[str, Any]] = []
@@ -150,16 +155,17 @@ def rle_document(
         area = rle_area(rle)
         if area == 0:
             continue
-        anns.append(
-            {
-                "id": k + 1,
-                "category_id": 1,
-                "score": float(scores[k]),
-                "query_index": int(queries[k]),
-                "area": area,
-                "segmentation": rle,
-            }
-        )
+        ann: dict[str, Any] = {
+            "id": k + 1,
+            "category_id": int(cat_ids[k]) if cat_ids is not None else 1,
+            "score": float(scores[k]),
+            "query_index": int(queries[k]),
+            "area": area,
+            "segmentation": rle,
+        }
+        if cat_names is not None:
+            ann["category_name"] = str(cat_names[k])
+        anns.append(ann)
     return {
         "file_name": file_name,
         "image_id": image_id,

@@ -59,7 +59,8 @@ class ClassAwareFusion(MultiViewFusion):
     Returns (per image, at the original size) a dict: ``panoptic`` (H, W) int32 (0 = void) and
     ``segments`` (panoptic), ``semantic`` (H, W) int64 (panoptic, semantic), ``instances``
     ``{masks (k, H, W) bool, scores, labels}`` (instance, panoptic), and for writers ``id_map``
-    (H, W) int32 (-1 = none), ``scores``, ``labels``, ``query_indices`` of non-overlapping
+    (H, W) int32 (-1 = none), ``scores``, ``labels`` (contiguous), ``query_indices``,
+    ``category_ids`` and ``category_names`` (annotation-file ids and names) of non-overlapping
     outputs (panoptic: its segments; instance: the instances above the threshold, most
     confident first; semantic: one output per class present).
     """
@@ -81,7 +82,11 @@ class ClassAwareFusion(MultiViewFusion):
         if task not in CLASS_TASKS:
             raise ValueError(f"fusion task={task!r} is not one of {CLASS_TASKS}")
         self.task = task
-        self.isthing = None if isthing is None else [bool(t) for t in isthing]
+        self.isthing: list[bool] | None = None
+        self.category_ids: list[int] = []
+        self.category_names: list[str] | None = None
+        if isthing is not None:
+            self.set_classes(isthing)
         self.object_mask_threshold = float(object_mask_threshold)
         self.overlap_threshold = float(overlap_threshold)
         self.top_k = int(top_k)
@@ -89,9 +94,17 @@ class ClassAwareFusion(MultiViewFusion):
         self.segment_pixels: SegmentPixels = segment_pixels
         self.overlap_strict = bool(overlap_strict)
 
-    def set_classes(self, isthing: Sequence[bool]) -> None:
-        """The thing flags of the classes (from the data or the checkpoint)."""
+    def set_classes(
+        self,
+        isthing: Sequence[bool],
+        ids: Sequence[int] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
+        """The classes (from the data or the checkpoint): thing flags and, for the writers,
+        the annotation-file ids and names (default: 0..C-1 and no names)."""
         self.isthing = [bool(t) for t in isthing]
+        self.category_ids = list(ids) if ids is not None else list(range(len(self.isthing)))
+        self.category_names = list(names) if names is not None else None
 
     def __repr__(self) -> str:
         return f"ClassAwareFusion(task={self.task!r}, decoder={self.decoder!r})"
@@ -236,6 +249,10 @@ class ClassAwareFusion(MultiViewFusion):
         out["scores"] = scores.to(out_dev)
         out["labels"] = labels.to(out_dev)
         out["query_indices"] = queries.to(out_dev)
+        # what the writers put next to each output: the class's file id and name
+        out["category_ids"] = [self.category_ids[int(k)] for k in labels.tolist()]
+        if self.category_names is not None:
+            out["category_names"] = [self.category_names[int(k)] for k in labels.tolist()]
         for key in ("panoptic", "semantic"):
             if key in out:
                 out[key] = out[key].to(out_dev)

@@ -255,7 +255,7 @@ class CropFormerModule(L.LightningModule):
             )
         self.classes = cs
         if hasattr(self.fusion, "set_classes"):
-            self.fusion.set_classes(cs.isthing)
+            self.fusion.set_classes(cs.isthing, ids=cs.ids, names=cs.names)
 
     def setup(self, stage: str) -> None:
         if self.task == "entity" or self.classes is not None:
