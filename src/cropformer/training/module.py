@@ -57,6 +57,16 @@ def load_init_weights(net: torch.nn.Module, path: str) -> None:
         log.warning(f"init_checkpoint: {len(unmapped)} official keys unused, e.g. {unmapped[:3]}")
     own = net.state_dict()
     bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    head = [k for k in bad if k.startswith("decoder.class_head.")]
+    if head and len(head) == len(bad):
+        # a class-aware model from entity (or other-class) weights: only the class head differs
+        # (official detectron2 loading skips such shape mismatches too); it starts from scratch
+        log.info(
+            f"init_checkpoint: class head {tuple(state[head[0]].shape)} -> "
+            f"{tuple(own[head[0]].shape)} (other classes): it starts from scratch"
+        )
+        state = {k: v for k, v in state.items() if k not in head}
+        bad = []
     if bad:
         raise UserError(
             f"model.init_checkpoint={path}: shapes differ for {len(bad)} tensors (first: {bad[0]} "
