@@ -16,7 +16,7 @@ from helpers.coco_panoptic_sample import build_panoptic_json
 
 from cropformer.cli.eval import evaluate
 from cropformer.cli.train import train
-from cropformer.utils.config import compose_config
+from cropformer.run.config import compose_config
 
 
 def _sample_overrides(paths: dict[str, Path]) -> list[str]:

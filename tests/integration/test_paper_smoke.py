@@ -32,11 +32,13 @@ def test_paper_runs_every_table_once_and_resumes(tmp_path: Path) -> None:
     ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    for table in ("table5", "table8b", "table9a", "table9b", "lh"):
+    for table in ("table5", "table8b", "table9a", "table9b", "lh", "table10b"):
         assert (results / f"{table}.md").is_file(), table
     runs = sorted(p.stem for p in (results / "runs").glob("*.json"))
-    # table5: 2 models + 2 controls; 8b: 3 modes; lh: 2; 9a: 3 ratios; 9b: 1; + the size mix
-    assert len(runs) == 4 + 3 + 2 + 3 + 1 + 1, runs
+    # table5: 2 models + 2 controls; 8b: 3 modes; lh: 2; 9a: 3 ratios; 9b: 1; 10b: 2; + size mix
+    assert len(runs) == 4 + 3 + 2 + 3 + 1 + 2 + 1, runs
+    t10b = json.loads((results / "runs" / "t10b_cropformer_s1.json").read_text())
+    assert "task=panoptic" in t10b["command"] and "test_pq" in t10b["metrics"]
     io = json.loads((results / "runs" / "t8b_I-O_s1.json").read_text())
     assert "inference.fusion.decoder=I-O" in io["command"] and "split=test" in io["command"]
     b_oc = json.loads((results / "runs" / "t5_cropformer_s1.json").read_text())
