@@ -69,6 +69,8 @@ class LoadedCheckpoint:
     fusion_config: dict[str, Any]
     state: dict[str, Any] = field(repr=False)
     info: CheckpointInfo
+    #: the class set of a class-aware checkpoint (categories json list), None for entity models
+    classes: Any = None
 
     def build(self) -> tuple[Any, Any]:
         """(network with the weights, fusion): plain ``nn.Module``s in eval mode on the CPU."""
@@ -76,7 +78,13 @@ class LoadedCheckpoint:
 
         net = instantiate(self.net_config)
         self.load_into(net)
-        return net.eval(), instantiate(self.fusion_config)
+        fusion = instantiate(self.fusion_config)
+        if self.classes and hasattr(fusion, "set_classes"):
+            from cropformer.data.categories import CategorySet
+
+            cs = CategorySet.from_json(self.classes)
+            fusion.set_classes(cs.isthing, ids=cs.ids, names=cs.names)
+        return net.eval(), fusion
 
     def load_into(self, net: Any) -> None:
         """Load the weights into a network built from ``net_config`` (strictly, one error)."""
@@ -163,6 +171,7 @@ def read_checkpoint(
             fusion_config={**_plain(hparams.get("fusion") or {}), **overrides},
             state=state,
             info=info,
+            classes=stored.get("classes"),
         )
     if kind == "converted" and "net_config" in stored and model is None and not official_config:
         # a converted file that carries its configs (scripts/convert_official_checkpoint.py)

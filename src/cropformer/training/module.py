@@ -178,6 +178,8 @@ class CropFormerModule(L.LightningModule):
             net=loaded.net_config, criterion=loaded.criterion_config, fusion=loaded.fusion_config
         )
         loaded.load_into(module.net)
+        if getattr(loaded, "classes", None):
+            module.set_classes(loaded.classes)
         return module.eval()
 
     def init_weights(self) -> None:
