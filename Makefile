@@ -18,7 +18,7 @@ help: ## show this help
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ref,slurm,viz]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,ref,slurm,viz,deploy]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the package (editable, dev+ref+slurm extras, pinned); no-op when done

@@ -8,6 +8,7 @@ Rows (one module each under scripts/benchmarks/, each with ``run(quick, device) 
   2  Mask2Former mode vs transformers' Mask2Former  5  entity AP vs pycocotools
   3  CropFormer cost, 3b end-to-end inference, 3c training step (vs the official anchors)
   6  deformable attention core vs transformers'    7  bf16 vs fp32 inference on CPU (row7_bf16)
+  8  exported runtimes (ONNX Runtime, OpenVINO; fp32/bf16/int8) vs eager: % of the in-run peak
 The results files are rewritten after every row, so an interrupted run keeps what it measured.
 ``--device cuda`` runs the GPU module (absolute images/s and memory per model) instead.
 """
@@ -38,6 +39,7 @@ ROWS: dict[str, str] = {
     "2": "row2_network",
     "3": "row3_cropformer",
     "7": "row7_bf16",
+    "8": "row8_runtimes",
 }
 ALIASES = {"3b": "3", "3c": "3", "6b": "6"}
 
@@ -129,7 +131,7 @@ def select(only: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", default=None, help="comma-separated rows (1,2,3,3b,3c,4,5,6,7)")
+    p.add_argument("--only", default=None, help="comma-separated rows (1,2,3,3b,3c,4,5,6,7,8)")
     p.add_argument("--quick", action="store_true", help="fewer images / repetitions")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--out", default=str(common.REPO / "benchmarks"))

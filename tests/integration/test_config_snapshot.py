@@ -82,6 +82,15 @@ NEW_PRESETS: dict[str, str] = {
         ),
     )
 }
+# issue 23: runtime=/exported=/calibration=/compile= of eval.py and predict.py (defaults keep the
+# eager network: runtime torch, no file, no compile)
+for _root in ("eval", "predict"):
+    ADDED[_root].update(
+        {
+            f"{key}": "issue 23 runtime option; its default runs the eager network as before"
+            for key in ("runtime", "exported", "calibration", "compile")
+        }
+    )
 
 # preset -> {flat key: (old value, new value, why)}: the only values that changed on purpose
 CHANGED: dict[str, dict[str, tuple[Any, Any, str]]] = {

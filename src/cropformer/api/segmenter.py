@@ -11,6 +11,7 @@ import torch
 
 from cropformer.api.entities import Entities, to_rgb
 from cropformer.api.loading import CheckpointInfo, describe_settings, read_checkpoint
+from cropformer.api.runtimes import is_exported, runtime_label, runtime_parts
 from cropformer.api.settings import test_settings
 from cropformer.inference.files import (
     FilesSummary,
@@ -56,15 +57,20 @@ class Segmenter:
                 "fusion": {k: v for k, v in self.fusion_config.items() if k != "_target_"},
             },
             "precision": f"{self.predictor.precision} ({self.predictor.precision_parts()})",
-            "runtime": "torch",
+            "runtime": runtime_label(self.predictor.net),
             "outputs": sorted(suffixes),
         }
 
     def describe(self) -> str:
         """One line: views, crops, fusion, precision, checkpoint and step."""
-        return describe_settings(
+        line = describe_settings(
             self.info, self.settings, self.predictor.fusion, self.predictor.precision
         )
+        net: Any = self.predictor.net
+        if hasattr(net, "runtime"):  # an exported file (export.session.ExportedNetwork)
+            kind = net.metadata.get("precision", "fp32")
+            line += f"; runtime {net.runtime} ({kind} file {net.path.name}, {net.precision})"
+        return line
 
     def __call__(self, images: Any, images_per_batch: int = 1) -> Any:
         if isinstance(images, (list, tuple)):
@@ -166,6 +172,10 @@ def load_segmenter(
     official_config: str | Path | None = None,
     view_chunk: int | str | None = "auto",
     pixel_decoder: str | None = "auto",
+    runtime: str = "torch",
+    exported: str | Path | None = None,
+    calibration: str | Path | None = None,
+    compile: bool = False,
 ) -> Segmenter:
     """Load a checkpoint for inference.
 
@@ -180,10 +190,44 @@ def load_segmenter(
         view_chunk: views per backbone pass (``auto``: 1 on CPU, all on GPU).
         pixel_decoder: under bf16/fp16: ``auto`` (= ``encoder``: its deformable encoder in
             bf16, FPN and mask features fp32), ``fp32`` (official autocast behaviour) or ``all``.
+        runtime: ``torch`` (eager), ``onnxruntime`` or ``openvino``: the network runs from an
+            exported file, exported on first use into a cache next to the checkpoint
+            (``cropformer.export``); ``checkpoint`` may itself be an exported ``.onnx``/``.xml``
+            file (its stored settings apply). ``precision`` then is ``fp32``, ``int8`` (a
+            quantized file) or, with OpenVINO, ``bf16``.
+        exported: an exported file of this checkpoint to use instead of the cache.
+        calibration: ``precision="int8"``: a folder / glob of training images to calibrate on.
+        compile: ``runtime="torch"`` only: ``torch.compile`` the network (dynamic shapes; the
+            first images of each new size pay the compilation). Off by default: not measured
+            faster on the 2-core CPU yet (benchmark row 8 measures it).
 
     Returns:
         A ``Segmenter``; ``Segmenter(image)`` gives ``Entities``.
     """
+    if compile and (runtime != "torch" or is_exported(checkpoint)):
+        raise UserError(f"compile=true is for runtime=torch, not runtime={runtime}")
+    if runtime != "torch" or is_exported(checkpoint):
+        net, fusion_module, settings, info, fusion_config = runtime_parts(
+            checkpoint,
+            runtime=runtime,
+            exported=exported,
+            calibration=calibration,
+            device=device,
+            precision=str(precision),
+            fusion=fusion,
+            model=model,
+            official_config=official_config,
+            views={
+                "short_side": short_side,
+                "max_size": max_size,
+                "num_crops": num_crops,
+                "crop_ratio": crop_ratio,
+            },
+        )
+        runner = EntityPredictor(
+            net, fusion_module, device="cpu", precision="32", pixel_decoder=None, **settings
+        )
+        return Segmenter(runner, info, settings, fusion_config)
     entry = precision_of(precision)
     if entry is None or str(precision) not in INFERENCE_PRECISIONS:
         raise UserError(f"precision={precision}: use one of {', '.join(USER_PRECISIONS)}")
@@ -215,4 +259,6 @@ def load_segmenter(
         )
     except ValueError as err:
         raise UserError(str(err)) from err
+    if compile:
+        predictor.net = torch.compile(predictor.net, dynamic=True)  # type: ignore[assignment]
     return Segmenter(predictor, info, settings, loaded.fusion_config)

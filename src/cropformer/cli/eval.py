@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cropformer.api import describe_settings, read_checkpoint, views_from_data_config
+from cropformer.cli.runtime import eval_runtime_network, runtime_options, runtime_precision
 from cropformer.cli.validate import check_data_paths, check_values, pixel_decoder_setting, require
 from cropformer.inference.predictor import precision_parts, set_pixel_decoder_precision
 from cropformer.run import provenance
@@ -43,6 +44,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt, ckpt=last or ckpt=best (of train_task)")
     check_values(cfg)  # split, precision, pixel_decoder, inference views, data, trainer
     split = str(cfg.get("split", "val"))
+    runtime = runtime_options(cfg)
+    if runtime["runtime"] != "torch":  # its precision is the runtime's; the trainer stays fp32
+        runtime["precision"] = runtime_precision(cfg)
     _apply_precision(cfg)
     pixel_decoder = pixel_decoder_setting(cfg.get("pixel_decoder", "auto"))
     run_dir = start_run(cfg, show_config=False)
@@ -78,6 +82,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         datamodule.prepare_data()
     check_data_paths(datamodule, (split,))
     views = views_from_data_config(OmegaConf.to_container(cfg.data, resolve=True))  # type: ignore[arg-type]
+    if runtime["runtime"] != "torch":
+        module.use_network(
+            eval_runtime_network(checkpoint, module, info.model, info.step, views, **runtime)
+        )
+    elif runtime["compile"]:
+        import torch
+
+        module.use_network(torch.compile(module.net, dynamic=True))
     precision = str(trainer.precision)
     set_pixel_decoder_precision(module.net, pixel_decoder, autocast_dtype(precision) is not None)
     log.info(f"eval {split}: {describe_settings(info, views, module.fusion, precision)}")

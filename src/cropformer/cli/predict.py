@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cropformer.cli.runtime import runtime_options
 from cropformer.cli.validate import auto_or_int, check_values, pixel_decoder_setting, require
 from cropformer.run.boundary import EXIT_UNREADABLE, user_errors_exit
 from cropformer.run.checkpoint import resolve_ckpt
@@ -55,6 +56,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         official_config=cfg.get("official_config"),
         view_chunk=view_chunk,
         pixel_decoder=pixel_decoder_setting(cfg.get("pixel_decoder", "auto")),
+        **runtime_options(cfg),
         **view_settings(cfg),
     )
     share = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""

@@ -208,7 +208,12 @@ def _check_fusion(cfg: DictConfig) -> None:
 def _check_inference(cfg: DictConfig) -> None:
     """The eval.py / predict.py settings: precision, pixel decoder, view chunks, loader counts
     (the shared ``inference.*`` views and fusion: ``_check_fusion``)."""
-    if not _absent(cfg, "precision"):
+    runtime = _select(cfg, "runtime")
+    if runtime not in (None, "torch"):  # an exported file: fp32, bf16 (OpenVINO) or int8
+        from cropformer.api.runtimes import check_runtime
+
+        check_runtime(str(runtime), str(_select(cfg, "precision") or "fp32"))
+    elif not _absent(cfg, "precision"):
         value = _select(cfg, "precision")
         evaluating = not _absent(cfg, "split")  # eval.py: null keeps trainer.precision
         if str(value) not in USER_PRECISIONS and not (evaluating and value is None):

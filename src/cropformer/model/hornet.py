@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from cropformer.model.backbone import check_declared_channels
+from cropformer.model.precision import fp32_region
 
 # official HorNet-L GF (CropFormer config.py MODEL.HORNET defaults)
 HORNET_L_DEPTHS = (2, 3, 18, 2)
@@ -101,7 +102,7 @@ class GlobalLocalFilter(nn.Module):
         local, glob = x.chunk(2, dim=1)
         local = self.dw(local)
         b, c, h, w = glob.shape
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with fp32_region(x.device.type):  # entered only under autocast (torch.export)
             # the FFT and the filter product in fp32 even under bf16/fp16 autocast
             glob = glob.to(torch.promote_types(glob.dtype, torch.float32))
             spec = torch.fft.rfft2(glob, dim=(2, 3), norm="ortho")  # (B, C, H, W // 2 + 1)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from cropformer.model.layers import c2_xavier_fill
 from cropformer.model.ms_deform_attn import MSDeformAttn
 from cropformer.model.position_encoding import sine_position_2d
+from cropformer.model.precision import fp32_region
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -78,8 +79,10 @@ def _reference_points(spatial_shapes: list[tuple[int, int]], device: torch.devic
     """
     points = []
     for h, w in spatial_shapes:
-        ys = torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h
-        xs = torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w
+        # arange + 0.5 is exactly linspace(0.5, h - 0.5, h) (step 1) and, unlike linspace,
+        # keeps h symbolic under torch.export (dynamic height and width in exported files)
+        ys = (torch.arange(h, dtype=torch.float32, device=device) + 0.5) / h
+        xs = (torch.arange(w, dtype=torch.float32, device=device) + 0.5) / w
         ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
         points.append(torch.stack((ref_x.reshape(-1), ref_y.reshape(-1)), -1))
     ref = torch.cat(points, 0)[None, :, None, :]
@@ -234,7 +237,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             raise ValueError(f"expected {len(self.in_strides)} feature maps, got {len(features)}")
         if not self.force_fp32:
             return self._forward(list(features))
-        with torch.autocast(device_type=features[0].device.type, enabled=False):
+        with fp32_region(features[0].device.type):
             return self._forward([f.float() for f in features])
 
     def _forward(self, features: list[Tensor]) -> tuple[Tensor, list[Tensor]]:

@@ -189,6 +189,12 @@ class CropFormerModule(L.LightningModule):
             load_init_weights(self.net, str(path))
 
     # ------------------------------------------------------------------ forward
+    def use_network(self, forward: Any) -> None:
+        """Run every forward through ``forward`` instead of ``self.net`` (e.g. an exported
+        file's runtime, ``export.session.ExportedNetwork``, or a compiled network); it takes
+        the network's call contract. Not registered as a submodule: the checkpoint is unchanged."""
+        object.__setattr__(self, "_forward_impl", forward)
+
     def forward(self, batch: Batch, aux: bool = True) -> Outputs:
         """Run the network on a collated batch (``aux=False``: no intermediate predictions).
 

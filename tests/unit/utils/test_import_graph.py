@@ -32,13 +32,14 @@ FLOORS = {
     "losses": 3,
     "inference": 4,
     "evaluation": 5,
+    "export": 5,
     "training": 6,
     "run": 7,
     "api": 8,
     "cli": 8,
 }
 TOP = max(FLOORS.values())
-LIBRARY = ("schema", "utils", "data", "model", "losses", "inference", "evaluation")
+LIBRARY = ("schema", "utils", "data", "model", "losses", "inference", "evaluation", "export")
 FRAMEWORKS = ("hydra", "omegaconf", "argparse", "lightning", "pytorch_lightning")
 LIGHTNING = ("lightning", "pytorch_lightning")
 # the one library file that is a Lightning object by design
