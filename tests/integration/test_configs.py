@@ -187,7 +187,13 @@ def test_primary_configs_compose(name):
         "max_size": None,
         "num_crops": None,
         "crop_ratio": None,
-        "fusion": {"decoder": None, "double_sigmoid": None},
+        "fusion": {
+            "decoder": None,
+            "double_sigmoid": None,
+            "merge_threshold": None,
+            "merge_metric": None,
+            "merge_canvas_size": None,
+        },
     }
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cropformer.inference.fusion import MultiViewFusion, _int_box
+from cropformer.inference.fusion import MultiViewFusion
 from cropformer.inference.postprocess import (
     OBJECT_MASK_THRESHOLD,
     OVERLAP_THRESHOLD,
@@ -36,6 +36,7 @@ from cropformer.inference.postprocess import (
     panoptic_inference,
     semantic_inference,
 )
+from cropformer.inference.regions import int_box as _int_box
 from cropformer.schema import Batch, Outputs
 
 CLASS_TASKS = ("instance", "panoptic", "semantic")

@@ -61,7 +61,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from cropformer.inference.fusion import _int_box, _nonzero_window, _view_to_region
+from cropformer.inference.regions import int_box as _int_box
+from cropformer.inference.regions import nonzero_window as _nonzero_window
+from cropformer.inference.regions import view_to_region as _view_to_region
 from cropformer.schema import EntityPrediction
 from cropformer.utils.id_maps import remap_ids
 
