@@ -348,28 +348,35 @@ def final_losses(run_dir: Path, last: int = 5) -> dict[str, float]:
     return out
 
 
-def make_lowres(python: str) -> Path:
-    """The L version of the benchmark's test scenes: images and masks resized so that the short
-    side equals the test view size (``data.test_short_side``, long side <= ``data.test_max_size``),
-    as EntitySeg's images_lr have the official test size. Built once, next to the H data, so
-    every L evaluation of every seed and model reads the same files."""
-    code = (
+def _with_benchmark_data(python: str, code: str) -> Any:
+    """Run ``code`` in a subprocess after composing the benchmark's data config (``c``) and
+    preparing its data module (``dm``); returns the JSON its last printed line holds."""
+    prelude = (
         "import json, sys;"
         "from cropformer.run.config import compose_config;"
         "from hydra.utils import instantiate;"
         "c = compose_config([*sys.argv[1:], 'paths.output_dir=.']);"
         "dm = instantiate(c.data, _recursive_=False); dm.prepare_data();"
-        "print(json.dumps([dm.image_root, c.data.test_short_side, c.data.test_max_size]))"
     )
     out = subprocess.run(
-        [python, "-c", code, "experiment=embedded_cropformer", *EXTRA_OVERRIDES],
+        [python, "-c", prelude + code, "experiment=embedded_cropformer", *EXTRA_OVERRIDES],
         cwd=REPO,
         capture_output=True,
         text=True,
     )
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
-    root, short, longest = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def make_lowres(python: str) -> Path:
+    """The L version of the benchmark's test scenes: images and masks resized so that the short
+    side equals the test view size (``data.test_short_side``, long side <= ``data.test_max_size``),
+    as EntitySeg's images_lr have the official test size. Built once, next to the H data, so
+    every L evaluation of every seed and model reads the same files."""
+    root, short, longest = _with_benchmark_data(
+        python, "print(json.dumps([dm.image_root, c.data.test_short_side, c.data.test_max_size]))"
+    )
     high = Path(root)
     low = high.parent / f"{high.name}_L{short}"
     if not (low / "test.json").is_file():
@@ -997,27 +1004,14 @@ def record_benchmark_sizes(python: str) -> None:
     """Count the test split's entities by COCO area (small < 32², medium < 96², large)."""
     if _load("benchmark_sizes") is not None:
         return
-    code = (
-        "import json, sys;"
-        "from cropformer.run.config import compose_config;"
-        "from hydra.utils import instantiate;"
-        "c = compose_config([*sys.argv[1:], 'paths.output_dir=.']);"
-        "dm = instantiate(c.data, _recursive_=False); dm.prepare_data();"
+    record = _with_benchmark_data(
+        python,
         "d = json.load(open(dm.test_annotation_file));"
         "a = [x['area'] for x in d['annotations'] if not x.get('iscrowd')];"
         "n = len(a); s = sum(v < 32**2 for v in a); m = sum(32**2 <= v < 96**2 for v in a);"
         "print(json.dumps(dict(images=len(d['images']), entities=n, small=100*s/n,"
-        " medium=100*m/n, large=100*(n-s-m)/n)))"
+        " medium=100*m/n, large=100*(n-s-m)/n)))",
     )
-    out = subprocess.run(
-        [python, "-c", code, "experiment=embedded_cropformer", *EXTRA_OVERRIDES],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    record = json.loads(out.stdout.strip().splitlines()[-1])
     record["command"] = "python scripts/paper.py (record_benchmark_sizes)"
     write_record("benchmark_sizes", record)
 
