@@ -22,22 +22,14 @@ from typing import Any
 from cropformer.run import provenance
 from cropformer.run.boundary import record_failure_line, user_errors_exit
 from cropformer.run.config import compose_config
+from cropformer.run.metric_names import METRICS
 from cropformer.utils.atomic import write_json
 from cropformer.utils.errors import UserError
 
 # (name in the summary, experiment preset); CropFormer first: its number is the headline.
 RUNS = (("cropformer", "embedded_cropformer"), ("mask2former", "embedded_mask2former"))
 # metrics compared between the two runs (keys of train()'s summary), test split first
-_METRICS = (
-    "entity_ap",
-    "entity_ap50",
-    "entity_ap75",
-    "entity_ap_s",
-    "entity_ap_m",
-    "entity_ap_l",
-    "entity_ar100",
-    "boundary_ap",
-)
+_METRICS = tuple(m for m in METRICS if m not in ("entity_ar100_50", "entity_num_images"))
 COMPARED = tuple(f"{split}_{m}" for split in ("test", "val") for m in _METRICS)
 
 

@@ -21,7 +21,6 @@ from cropformer.data.views import (
     Box,
     InferenceViews,
     ViewSpec,
-    crop_boxes,
     plan_views,
     random_crop_box,
 )
@@ -118,14 +117,7 @@ class ViewSampler:
             ]
             idx = tuple(range(self.num_crops))
         else:
-            cand = crop_boxes(
-                height,
-                width,
-                mode=self.crop_mode,
-                ratio=self.crop_ratio,
-                stride_ratio=self.stride_ratio,
-                cover_gap=self.cover_gap,
-            )
+            cand = self.test_views().candidate_boxes(height, width)
             # Every sample keeps exactly num_crops crops so batches stack (T fixed); only a
             # degenerate image (a side of a few pixels) has fewer distinct boxes: drawn with
             # replacement then.

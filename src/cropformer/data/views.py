@@ -81,6 +81,18 @@ class InferenceViews:
         """T = 1 + crops (1 when the crop mode is ``none``)."""
         return 1 + (0 if self.crop_mode == "none" else self.num_crops)
 
+    def candidate_boxes(self, height: int, width: int) -> list[Box]:
+        """Every crop box of the mode for a ``height x width`` image (training draws from these,
+        evaluation takes the first ``num_crops``)."""
+        return crop_boxes(
+            height,
+            width,
+            mode=self.crop_mode,
+            ratio=self.crop_ratio,
+            stride_ratio=self.stride_ratio,
+            cover_gap=self.cover_gap,
+        )
+
     def crops(self, height: int, width: int) -> tuple[tuple[int, ...], list[Box]]:
         """The crop boxes of an image and their indices among the mode's boxes.
 
@@ -92,14 +104,7 @@ class InferenceViews:
         """
         if self.num_views == 1:
             return (), []
-        cand = crop_boxes(
-            height,
-            width,
-            mode=self.crop_mode,
-            ratio=self.crop_ratio,
-            stride_ratio=self.stride_ratio,
-            cover_gap=self.cover_gap,
-        )
+        cand = self.candidate_boxes(height, width)
         idx = tuple(i % len(cand) for i in range(self.num_crops))
         return idx, [cand[i] for i in idx]
 

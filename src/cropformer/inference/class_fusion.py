@@ -19,7 +19,6 @@ this module does, and why:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -128,14 +127,7 @@ class ClassAwareFusion(MultiViewFusion):
         boxes_list = boxes.tolist()
         image_level = outputs["image_level"]
         batch_level = outputs.get("batch_level")
-        use_batch_level = self.decoder != "I-O" and batch_level is not None
-        if self.decoder != "I-O" and batch_level is None and T > 1 and not self._warned_fallback:
-            warnings.warn(
-                f"fusion decoder={self.decoder!r} needs the batch-level pass but the outputs have "
-                "none (Mask2Former mode); using the image-level output of the full view",
-                stacklevel=2,
-            )
-            self._warned_fallback = True
+        use_batch_level = self._uses_batch_level(batch_level, T)
         results = []
         with torch.autocast(device_type=image_level["pred_logits"].device.type, enabled=False):
             for b in range(B):

@@ -187,14 +187,7 @@ class MultiViewFusion:
         if self.decoder == MERGE_DECODER:
             return self._merge(image_level, T, padded_hw, view_sizes, boxes_list, orig_sizes)
         batch_level = outputs.get("batch_level")
-        use_batch_level = self.decoder != "I-O" and batch_level is not None
-        if self.decoder != "I-O" and batch_level is None and T > 1 and not self._warned_fallback:
-            warnings.warn(
-                f"fusion decoder={self.decoder!r} needs the batch-level pass but the outputs have "
-                "none (Mask2Former mode); using the image-level output of the full view",
-                stacklevel=2,
-            )
-            self._warned_fallback = True
+        use_batch_level = self._uses_batch_level(batch_level, T)
         if self.decoder == "B-C" and use_batch_level and T < 2:
             raise ValueError(
                 "fusion decoder='B-C' uses the crops only, but the batch has T=1 "
@@ -236,6 +229,18 @@ class MultiViewFusion:
                     )
                 )
         return predictions
+
+    def _uses_batch_level(self, batch_level: Any, T: int) -> bool:
+        """Whether the decoder mode reads the batch-level pass; warns once when a mode that
+        needs it meets outputs without one (Mask2Former) and falls back to the image level."""
+        if self.decoder != "I-O" and batch_level is None and T > 1 and not self._warned_fallback:
+            warnings.warn(
+                f"fusion decoder={self.decoder!r} needs the batch-level pass but the outputs have "
+                "none (Mask2Former mode); using the image-level output of the full view",
+                stacklevel=3,
+            )
+            self._warned_fallback = True
+        return self.decoder != "I-O" and batch_level is not None
 
     def _merge(
         self,
