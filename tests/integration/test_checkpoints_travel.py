@@ -57,13 +57,18 @@ def made(tmp_path_factory, shared_dir) -> dict[str, Path]:
         str(bundle / "config_full.yaml"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def located(recorded: str) -> Path:  # summary paths are written relative to the log root
+        assert recorded.startswith("<log_dir>/"), recorded
+        return tmp / "logs" / recorded.removeprefix("<log_dir>/")
+
     return {
         "tmp": tmp,
         "data": data,
         "init": init,
-        "job": Path(job["run_dir"]),
-        "main_job": Path(job["runs"]["cropformer"]) / "checkpoints" / "last.ckpt",
-        "main_job_m2f": Path(job["runs"]["mask2former"]) / "checkpoints" / "last.ckpt",
+        "job": located(job["run_dir"]),
+        "main_job": located(job["runs"]["cropformer"]) / "checkpoints" / "last.ckpt",
+        "main_job_m2f": located(job["runs"]["mask2former"]) / "checkpoints" / "last.ckpt",
         "plain": Path(plain["last_checkpoint"]),
         "converted": converted,
     }
@@ -92,7 +97,6 @@ def _image(path: Path, seed: int, size: tuple[int, int] = (200, 150)) -> Path:
     return path
 
 
-@pytest.mark.slow  # pending: not yet run to the end (shared VM overloaded)
 @pytest.mark.parametrize("kind", ["main_job", "plain", "converted"])
 def test_a_moved_checkpoint_loads_predicts_evaluates_and_trains(made, kind, tmp_path, caplog):
     from cropformer import load_segmenter
@@ -166,7 +170,6 @@ def test_init_weights_are_read_when_training_starts_never_when_built(tmp_path, c
     assert changed and not any(k.startswith("association.") for k in changed)
 
 
-@pytest.mark.slow  # pending: not yet run to the end (shared VM overloaded)
 def test_eval_ckpt_best_after_make_train(made, caplog):
     tmp = made["tmp"]
     with pytest.raises(UserError) as err:  # the newest run holds two models: it asks which
@@ -190,7 +193,6 @@ def test_eval_ckpt_best_after_make_train(made, caplog):
     assert any("[main_job/mask2former" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.slow  # pending: not yet run to the end (shared VM overloaded)
 def test_predict_refuses_to_resume_into_outputs_of_another_checkpoint_or_settings(made, tmp_path):
     image = _image(tmp_path / "in" / "a.png", 1)
     out = tmp_path / "out"
@@ -252,7 +254,6 @@ def _predict_cmd(ckpt: Path, inputs: Path, out: Path, logs: Path) -> list[str]:
     ]
 
 
-@pytest.mark.slow  # pending: not yet run to the end (shared VM overloaded)
 def test_ctrl_c_on_predict_is_one_line_and_the_resume_is_byte_identical(made, tmp_path):
     inputs = tmp_path / "in"
     for i in range(16):
@@ -277,6 +278,9 @@ def test_ctrl_c_on_predict_is_one_line_and_the_resume_is_byte_identical(made, tm
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a shell's background job starts with SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the terminal's default, as a user has it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 240
     while time.time() < deadline and child.poll() is None:
