@@ -135,6 +135,23 @@ def test_batch_size_not_divisible_by_devices_is_one_line(tmp_path, data_dir):
     assert "data.batch_size=3" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_missing_dataset_is_one_line_before_the_config_tree(tmp_path):
+    """Issue 27's trial: `data=entityseg` without the data printed the 290-line config tree and
+    then the error; the dataset is looked for first, the tree only shown for a run that starts."""
+    result = run_script(
+        "train.py",
+        "data=entityseg",
+        f"paths.log_dir={tmp_path}/logs",
+        f"paths.data_dir={tmp_path}/data",
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: data.image_root={tmp_path}/data/entityseg/images does not")
+    assert "CONFIG" not in result.stdout and "model" not in result.stdout, result.stdout[-2000:]
+    (error_txt,) = (tmp_path / "logs").rglob("error.txt")
+    assert "data.image_root" in error_txt.read_text()
+
+
 def test_crop_ratio_multirun_writes_one_dir_per_value(tmp_path, data_dir):
     result = run_script(
         "train.py",

@@ -95,7 +95,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.time()
     check_values(cfg)
-    # the config tree is shown once the objects are built: a failure before is one line
     run_dir = start_run(cfg, show_config=None)
     prov = provenance.start(cfg, run_dir)
     if cfg.get("smoke"):
@@ -122,7 +121,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule, model, trainer = objects["datamodule"], objects["model"], objects["trainer"]
     check_world_size(cfg, trainer)
     warn_cpu_precision(cfg, trainer)
-    show_config_tree(cfg, default=True)
     if start_weights is not None:
         load_init_weights(model.net, str(start_weights))
     elif ckpt_path is None and cfg.get("train", True):
@@ -132,6 +130,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stages = tuple(s for s, on in (("train", cfg.get("train")), ("val", True)) if on)
     stages += ("test",) if cfg.get("test") else ()
     check_data_paths(datamodule, stages)
+    # shown once the objects are built and the data found: a failure before is one line
+    show_config_tree(cfg, default=True)
     _store_wandb_id(objects["loggers"], run_dir, trainer)
 
     metrics: dict[str, Any] = {}

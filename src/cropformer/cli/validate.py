@@ -81,6 +81,25 @@ def _check_fraction(
         raise _fail(key, value, f"must be a number in {bracket}{low}, {high}] ({what})")
 
 
+def _check_number(cfg: DictConfig, key: str, low: float, what: str, open_low: bool) -> None:
+    """A finite number above ``low`` (or at least ``low`` when ``open_low`` is false)."""
+    if _absent(cfg, key):
+        return
+    value = _select(cfg, key)
+    number = _number(value)
+    if number is None or not math.isfinite(number) or (number <= low if open_low else number < low):
+        raise _fail(key, value, f"must be a number {'>' if open_low else '>='} {low:g} ({what})")
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    """The optimizer's numbers (a string here fails deep inside torch otherwise)."""
+    _check_number(cfg, "model.optimizer.lr", 0.0, "learning rate, e.g. 1e-4", open_low=True)
+    _check_number(cfg, "model.optimizer.weight_decay", 0.0, "e.g. 0.05", open_low=False)
+    _check_number(
+        cfg, "model.optimizer.backbone_lr_mult", 0.0, "backbone lr / lr, e.g. 0.1", open_low=False
+    )
+
+
 def _check_choice(cfg: DictConfig, key: str, choices: Sequence[Any], what: str) -> None:
     if _absent(cfg, key):
         return
@@ -270,6 +289,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_trainer(cfg)
     _check_fusion(cfg)
     _check_inference(cfg)
+    _check_optimizer(cfg)
     _check_int(cfg, "model.criterion.num_points", 1, "sampled points per mask", optional=True)
     _check_int(cfg, "seed", 0, "random seed; null = none", optional=True)
     _check_choice(cfg, "split", ("val", "test"), "not a split")

@@ -114,6 +114,11 @@ def test_every_key_an_experiment_preset_sets_is_accepted(preset):
         ("model.fusion.merge_threshold=1.5", "model.fusion.merge_threshold=1.5"),
         ("model.fusion.merge_canvas_size=0", "model.fusion.merge_canvas_size=0"),
         ("seed=abc", "seed='abc'"),
+        # issue 27's trial: was a TypeError deep in torch's optimizer, exit 1
+        ("model.optimizer.lr=abc", "model.optimizer.lr='abc'"),
+        ("model.optimizer.lr=0", "model.optimizer.lr=0"),
+        ("model.optimizer.weight_decay=-0.1", "model.optimizer.weight_decay=-0.1"),
+        ("model.optimizer.backbone_lr_mult=nan", "model.optimizer.backbone_lr_mult=nan"),
     ],
 )
 def test_bad_values_are_one_line_naming_key_value_and_what_is_allowed(override, expected):
