@@ -52,6 +52,9 @@ def test_short_fit_writes_checkpoints_metrics_and_overlays(trained):
     prov = metrics["provenance"]
     assert prov["commit"] and isinstance(prov["dirty"], bool) and prov["wall_minutes"] > 0
     assert prov["data"]["synthetic_key"] and prov["versions"]["torch"]
+    import torch
+
+    assert prov["hardware"]["cpu_capability"] == str(torch.backends.cpu.get_cpu_capability())
     assert (run_dir / prov["config"]["file"]).is_file()
     resolved = (run_dir / prov["config"]["file"]).read_text()
     assert str(tmp) not in json.dumps(prov) and str(tmp) not in resolved  # no absolute path

@@ -41,8 +41,12 @@ def git_state(repo: Path = REPO) -> dict[str, Any]:
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model, core count and GPU model (None without CUDA)."""
+    """CPU model, core count, torch's CPU capability and bf16 units, and the GPU model (None
+    without CUDA). The kernels torch picks follow the capability, so float results of two
+    machines with one CPU model name can differ in the last bits."""
     import torch
+
+    from cropformer.utils.hardware import cpu_capability, cpu_reduced_precision_units
 
     cpu = platform.processor() or None
     try:
@@ -53,7 +57,13 @@ def hardware() -> dict[str, Any]:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": cpu_capability(),
+        "cpu_bf16_units": list(cpu_reduced_precision_units("bf16") or ()),
+        "gpu": gpu,
+    }
 
 
 def versions() -> dict[str, str]:
