@@ -222,12 +222,14 @@ def metric(record: dict[str, Any] | None, name: str, split: str = "test") -> flo
 
 
 def _roots() -> dict[str, Path]:
-    return {"logs": LOGS, "repo": REPO}
+    # <data>: a DATA_ROOT outside the repository (paths.data_dir's default is <repo>/data)
+    data = Path(os.environ.get("DATA_ROOT") or REPO / "data")
+    return {"logs": LOGS, "repo": REPO, "data": data}
 
 
 def portable(node: Any) -> Any:
-    """A record with every absolute path written relative to the logs or the repository (the
-    ``key=/abs/path`` arguments of its commands included)."""
+    """A record with every absolute path written relative to the logs, the repository or the data
+    root (the ``key=/abs/path`` arguments of its commands included)."""
     from cropformer.run.provenance import relativize, relativize_overrides
 
     out = relativize(node, _roots())

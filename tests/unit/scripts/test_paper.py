@@ -157,6 +157,21 @@ def test_records_are_portable(paper: ModuleType) -> None:
     assert rec["command"] == f"python eval.py ckpt={rec['checkpoint']} split=test"
 
 
+def test_a_data_root_outside_the_repository_is_written_as_data(
+    paper: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path.parent / f"{tmp_path.name}_data"  # DATA_ROOT outside the checkout
+    monkeypatch.setenv("DATA_ROOT", str(data))
+    lowres = data / "synthetic" / "key_L320"
+    paper.write_record(
+        "lh_cropformer_L_s1",
+        {"job": "lh_cropformer_L_s1", "command": f"python eval.py data.image_root={lowres}"},
+    )
+    rec = json.loads((paper.RUNS / "lh_cropformer_L_s1.json").read_text())
+    assert rec["command"] == "python eval.py data.image_root=<data>/synthetic/key_L320"
+    assert paper.local_path("<data>/synthetic/key_L320") == lowres
+
+
 def test_crop_ratio_table_has_seeds_and_error_bars(paper: ModuleType) -> None:
     paper.SWEEP_SEEDS = (1, 2)
     for s in (1, 2):
