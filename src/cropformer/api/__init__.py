@@ -4,6 +4,7 @@
     seg = load_segmenter("logs/train/runs/<run>/checkpoints/last.ckpt", device="cpu")
     entities = seg("photo.jpg")                 # or an (H, W, 3) array, a PIL image, or a list
     entities.id_map()                           # (H, W) int32: 0 = no entity, k + 1 = entity k
+    seg.id_map(frames, images_per_batch=4)      # [H, W] maps in the output mode (official_demo ...)
 
 ``load_segmenter`` takes the test sizes, crops and fusion stored with the checkpoint (ours store
 the data config they were trained with; an official file gets the official 800 / 1333, 4 corner
@@ -34,11 +35,13 @@ from cropformer.api.settings import (
     test_settings,
     views_from_data_config,
 )
+from cropformer.inference.output_modes import OutputMode
 
 __all__ = [
     "OFFICIAL_TEST_SETTINGS",
     "CheckpointInfo",
     "Entities",
+    "OutputMode",
     "Segmenter",
     "LoadedCheckpoint",
     "describe_settings",

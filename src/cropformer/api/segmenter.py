@@ -14,13 +14,18 @@ from cropformer.api.loading import CheckpointInfo, describe_settings, read_check
 from cropformer.api.runtimes import is_exported, runtime_label, runtime_parts
 from cropformer.api.settings import test_settings
 from cropformer.inference.files import (
+    LAYOUTS,
     FilesSummary,
     Output,
     PredictedFile,
+    every_nth,
+    input_root,
     list_images,
+    mirror_names,
     output_stems,
     run_on_files,
 )
+from cropformer.inference.output_modes import OutputMode
 from cropformer.inference.predictor import EntityPredictor
 from cropformer.utils.errors import UserError
 from cropformer.utils.precision import INFERENCE_PRECISIONS, USER_PRECISIONS, precision_of
@@ -30,7 +35,9 @@ class Segmenter:
     """A loaded network with its test-time views and fusion: call it on images.
 
     Made by ``load_segmenter``. ``seg(image)`` -> ``Entities``; ``seg([a, b])`` -> a list (one
-    forward per ``images_per_batch`` images); ``seg.predict_files(...)`` runs over many files.
+    forward per ``images_per_batch`` images); ``seg.id_map(image)`` -> the ``[H, W]`` integer
+    map of ``output_mode`` (e.g. the official demo's); ``seg.predict_files(...)`` runs over many
+    files.
     """
 
     def __init__(
@@ -39,17 +46,19 @@ class Segmenter:
         info: CheckpointInfo,
         settings: dict[str, Any],
         fusion_config: Mapping[str, Any] | None = None,
+        output_mode: OutputMode | str | Mapping[str, Any] | None = None,
     ):
         self.predictor = predictor
         self.info = info
         self.settings = settings
         self.fusion_config = dict(fusion_config or {})
+        self.output_mode = OutputMode.of(output_mode)
 
-    def producer(self, suffixes: list[str]) -> dict[str, Any]:
+    def producer(self, suffixes: list[str], mode: OutputMode | None = None) -> dict[str, Any]:
         """What makes this segmenter's outputs, recorded in each output folder: the checkpoint's
         identity (no path) and every setting that changes pixels (views, fusion, precision and
-        the parts it covers, runtime, the files written). ``view_chunk`` is left out: it
-        changes the memory, not the result."""
+        the parts it covers, runtime, the files written, the output mode). ``view_chunk`` is
+        left out: it changes the memory, not the result."""
         return {
             "checkpoint": self.info.identity(),
             "inference": {
@@ -59,7 +68,42 @@ class Segmenter:
             "precision": f"{self.predictor.precision} ({self.predictor.precision_parts()})",
             "runtime": runtime_label(self.predictor.net),
             "outputs": sorted(suffixes),
+            "output_mode": (mode or self.output_mode).settings(),
         }
+
+    def _default_batch(self) -> int:
+        return 1 if self.predictor.device.type == "cpu" else 4
+
+    def id_map(
+        self,
+        images: Any,
+        *,
+        images_per_batch: int | None = None,
+        output: OutputMode | str | Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The ``[H, W]`` id map(s) of an image or a list of images, in the output mode.
+
+        0 = no entity, ``j + 1`` = kept entity ``j`` (``OutputMode``; dtype uint16 or uint8). A
+        path is read as the mode's reader reads it (``official_demo``: detectron2's
+        ``read_image``). A list runs ``images_per_batch`` images per forward (default 1 on CPU, 4
+        on GPU); images of one size share a forward, and the maps equal those of one image at a
+        time.
+
+        Shape: an image (H, W, 3) -> (H, W); a list -> a list of (H_i, W_i).
+        """
+        mode = OutputMode.of(output) if output is not None else self.output_mode
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        size = max(1, images_per_batch or self._default_batch())
+        maps: list[np.ndarray] = []
+        for start in range(0, len(items), size):
+            group = items[start : start + size]
+            preds = self.predictor.predict_batch([_read(im, mode) for im in group])
+            maps += [
+                mode.id_map(p, where=_name(im) or f"image {start + k}")
+                for k, (p, im) in enumerate(zip(preds, group))
+            ]
+        return maps[0] if single else maps
 
     def describe(self) -> str:
         """One line: views, crops, fusion, precision, checkpoint and step."""
@@ -88,64 +132,109 @@ class Segmenter:
         output_dir: str | Path,
         *,
         id_map: bool = True,
-        rle_json: bool = True,
+        rle_json: bool | None = None,
         overlay: bool = False,
+        output: OutputMode | str | Mapping[str, Any] | None = None,
+        layout: str = "flat",
+        id_map_suffix: str | None = None,
+        every: int = 1,
         shard: tuple[int, int] = (0, 1),
+        shard_by: str = "frame",
         resume: bool = True,
         num_workers: int | None = None,
         images_per_batch: int | None = None,
         progress: bool | None = None,
     ) -> FilesSummary:
-        """Segment a folder / glob / list of files; write per image ``<stem>_ids.png`` (16-bit,
-        0 = none, k + 1 = entity k), ``<stem>.json`` (RLE) and optionally ``<stem>_overlay.png``.
+        """Segment a folder / glob / list of files and write per image:
 
-        Resumes (complete images are skipped), shards (``shard=(i, n)``: every n-th file of the
-        sorted list from i), decodes in ``num_workers`` processes and runs ``images_per_batch``
-        images per forward (default 1 on CPU, 4 on GPU). See ``inference.files.run_on_files``.
+        - the id map (``id_map``): ``<name>_ids.png`` (``fused``) or ``<name>.png``
+          (``official_demo``), or ``<name><id_map_suffix>``; 0 = none, ``j + 1`` = entity ``j``
+          of the output mode, uint16 (or uint8 on request);
+        - ``<name>.json`` (``rle_json``; default on for ``fused``, off for ``official_demo``):
+          the same entities as COCO RLE with scores;
+        - ``<name>_overlay.png`` (``overlay``).
+
+        ``output`` is the output mode (default ``self.output_mode``; ``OutputMode`` or a format
+        name). ``layout="flat"`` names outputs by file stem (``a__b`` when stems repeat);
+        ``"mirror"`` writes ``<output_dir>/<input path relative to the input folder>``. Frames
+        come in natural order (``2.jpg`` before ``10.jpg``); ``every=n`` keeps every n-th frame of
+        each folder. Resumes (complete images are skipped), shards (``shard=(i, n)`` over frames
+        or, with ``shard_by="scene"``, over the folders holding them), decodes in ``num_workers``
+        processes and runs ``images_per_batch`` images per forward (default 1 on CPU, 4 on GPU).
+        See ``inference.files.run_on_files``.
         """
         from cropformer.evaluation import writers
 
-        files = list_images(inputs)
+        mode = OutputMode.of(output) if output is not None else self.output_mode
+        if layout not in LAYOUTS:
+            raise UserError(f"output_layout={layout!r}: use flat (by file stem) or mirror")
+        files = every_nth(list_images(inputs), every)
+        demo = mode.format == "official_demo"
+        suffix = id_map_suffix or (".png" if demo else "_ids.png")
+        if not suffix.lower().endswith(".png"):
+            raise UserError(f"id_map_suffix={suffix!r}: the id map is a PNG; end it in .png")
         outputs = []
         if id_map:
-            outputs.append(
-                Output("_ids.png", lambda p, r: writers.write_id_map_png(p, r.prediction))
-            )
-        if rle_json:
-            outputs.append(Output(".json", _write_json))
+            outputs.append(Output(suffix, lambda p, r: _write_ids(p, r, mode)))
+        if rle_json if rle_json is not None else not demo:
+            outputs.append(Output(".json", lambda p, r: _write_json(p, r, mode)))
         if overlay:
             outputs.append(
                 Output(
                     "_overlay.png",
-                    lambda p, r: writers.write_overlay(p, _image_of(r), r.prediction),
+                    lambda p, r: writers.write_overlay(p, _image_of(r), mode.select(r.prediction)),
                     needs_image=True,
                 )
             )
         if not outputs:
             raise UserError("nothing to write: enable at least one of id_map, rle_json, overlay")
-        if images_per_batch is None:
-            images_per_batch = 1 if self.predictor.device.type == "cpu" else 4
+        if len({o.suffix for o in outputs}) < len(outputs):
+            raise UserError(f"id_map_suffix={suffix!r} collides with another output's suffix")
+        names = mirror_names(files, input_root(inputs)) if layout == "mirror" else None
         return run_on_files(
             self.predictor,
             files,
             output_dir,
             outputs,
-            stems=output_stems(files),
+            stems=names if names is not None else output_stems(files),
             shard=shard,
+            shard_by=shard_by,
             resume=resume,
             num_workers=num_workers,
-            images_per_batch=images_per_batch,
+            images_per_batch=images_per_batch or self._default_batch(),
+            loader=_reader(mode),
             progress=progress,
-            producer=self.producer([o.suffix for o in outputs]),
+            producer=self.producer([o.suffix for o in outputs], mode),
         )
 
 
-def _write_json(path: Path, result: PredictedFile) -> None:
+def _reader(mode: OutputMode) -> Any:
+    """The image reader of an output mode (the official demo reads as detectron2 does)."""
+    from cropformer.data.decode import load_image, load_image_detectron2
+
+    return load_image_detectron2 if mode.format == "official_demo" else load_image
+
+
+def _read(image: Any, mode: OutputMode) -> np.ndarray:
+    if isinstance(image, (str, Path)):
+        return np.asarray(_reader(mode)(image))
+    return to_rgb(image)
+
+
+def _write_ids(path: Path, result: PredictedFile, mode: OutputMode) -> None:
+    from PIL import Image
+
+    ids = mode.id_map(result.prediction, where=str(result.path))
+    Image.fromarray(ids).save(path, compress_level=3)  # uint16 -> 16-bit PNG, uint8 -> 8-bit
+
+
+def _write_json(path: Path, result: PredictedFile, mode: OutputMode) -> None:
     import json
 
     from cropformer.evaluation.writers import rle_document
 
-    doc = rle_document(result.prediction, file_name=str(result.path), image_id=result.index)
+    chosen = mode.select(result.prediction)
+    doc = rle_document(chosen, file_name=str(result.path), image_id=result.index)
     path.write_text(json.dumps(doc))
 
 
@@ -176,6 +265,7 @@ def load_segmenter(
     exported: str | Path | None = None,
     calibration: str | Path | None = None,
     compile: bool = False,
+    output: OutputMode | str | Mapping[str, Any] | None = None,
 ) -> Segmenter:
     """Load a checkpoint for inference.
 
@@ -200,6 +290,9 @@ def load_segmenter(
         compile: ``runtime="torch"`` only: ``torch.compile`` the network (dynamic shapes; the
             first images of each new size pay the compilation). Off by default: not measured
             faster on the 2-core CPU yet (benchmark row 8 measures it).
+        output: the output mode of ``Segmenter.id_map`` and ``predict_files``: ``"fused"``
+            (default), ``"official_demo"``, or an ``OutputMode`` / dict with ``score_threshold``,
+            ``min_area``, ``id_dtype``.
 
     Returns:
         A ``Segmenter``; ``Segmenter(image)`` gives ``Entities``.
@@ -227,7 +320,7 @@ def load_segmenter(
         runner = EntityPredictor(
             net, fusion_module, device="cpu", precision="32", pixel_decoder=None, **settings
         )
-        return Segmenter(runner, info, settings, fusion_config)
+        return Segmenter(runner, info, settings, fusion_config, OutputMode.of(output))
     entry = precision_of(precision)
     if entry is None or str(precision) not in INFERENCE_PRECISIONS:
         raise UserError(f"precision={precision}: use one of {', '.join(USER_PRECISIONS)}")
@@ -235,6 +328,7 @@ def load_segmenter(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device={device} but no CUDA device is visible; use device=cpu")
+    output_mode = OutputMode.of(output)
     loaded = read_checkpoint(
         checkpoint, fusion=fusion, model=model, official_config=official_config
     )
@@ -261,4 +355,4 @@ def load_segmenter(
         raise UserError(str(err)) from err
     if compile:
         predictor.net = torch.compile(predictor.net, dynamic=True)  # type: ignore[assignment]
-    return Segmenter(predictor, info, settings, loaded.fusion_config)
+    return Segmenter(predictor, info, settings, loaded.fusion_config, output_mode)

@@ -27,21 +27,41 @@ from cropformer.utils.pylogger import RankedLogger
 log = RankedLogger(__name__)
 
 
+def _inputs(value: Any) -> str | list[str]:
+    """``input=DIR`` / FILE / glob, or a list of them (``input=[scans/a,scans/b]``)."""
+    from omegaconf import ListConfig
+
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return str(value)
+
+
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Segment every input image; write per image the id-map PNG, RLE json (and overlay)."""
     from cropformer.api import load_segmenter
-    from cropformer.inference.files import list_images, parse_shard
+    from cropformer.inference.files import every_nth, list_images, parse_shard
+    from cropformer.inference.output_modes import OutputMode
 
     require(cfg, "ckpt", "pass ckpt=/path/to/file.ckpt (or an official .pth/.pkl) or ckpt=last")
     require(cfg, "input", "pass input=DIR, input=FILE or input='photos/*.jpg'")
-    check_values(cfg)  # precision, pixel_decoder, inference views, view_chunk, counts
+    check_values(cfg)  # precision, pixel_decoder, views, counts, output mode and layout
     view_chunk = cfg.get("view_chunk", "auto")
     view_chunk = view_chunk if view_chunk in (None, "auto") else int(view_chunk)
     num_workers = auto_or_int(cfg.get("num_workers", "auto"))
     images_per_batch = auto_or_int(cfg.get("images_per_batch", "auto"))
     shard = parse_shard(cfg.get("shard"))
+    shard_by = str(cfg.get("shard_by", "frame"))
+    layout = str(cfg.get("output_layout", "flat"))
+    output = OutputMode(
+        format=str(cfg.get("output_format", "fused")),
+        score_threshold=cfg.get("score_threshold"),
+        min_area=cfg.get("min_area", 0),
+        id_dtype=str(cfg.get("id_dtype", "uint16")),
+    )
     write = cfg.get("write") or {}
-    files = list_images(str(cfg.input))
+    inputs = _inputs(cfg.input)
+    every = cfg.get("every", 1)
+    files = every_nth(list_images(inputs), every)
     run_dir = start_run(cfg)
     checkpoint = resolve_ckpt(cfg, cfg.get("train_task"))  # names the run of last
     assert checkpoint is not None
@@ -59,16 +79,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         **runtime_options(cfg),
         **view_settings(cfg),
     )
-    share = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
+    share = f" (shard {shard[0]}/{shard[1]} by {shard_by})" if shard[1] > 1 else ""
     log.info(f"predict {len(files)} images{share} -> {out_dir}: {segmenter.describe()}")
+    log.info(f"output {output.describe()}, layout {layout}")
     log.info(f"precision {segmenter.predictor.precision}: {segmenter.predictor.precision_parts()}")
+    rle_json = write.get("rle_json")
     summary = segmenter.predict_files(
-        files,
+        inputs,
         out_dir,
         id_map=bool(write.get("id_map", True)),
-        rle_json=bool(write.get("rle_json", True)),
+        rle_json=None if rle_json is None else bool(rle_json),
         overlay=bool(write.get("overlay", False)),
+        output=output,
+        layout=layout,
+        id_map_suffix=write.get("id_map_suffix"),
+        every=every,
         shard=shard,
+        shard_by=shard_by,
         resume=bool(cfg.get("resume", True)),
         num_workers=num_workers,
         images_per_batch=images_per_batch,
@@ -79,6 +106,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "step": segmenter.info.step,
         "shard": f"{shard[0]}/{shard[1]}",
         "settings": segmenter.settings,
+        "output_mode": {
+            **output.settings(),
+            "layout": layout,
+            "every": every,
+            "shard_by": shard_by,
+        },
     }
     write_json(run_dir / "predict_summary.json", result)
     print(

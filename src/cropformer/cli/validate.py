@@ -255,6 +255,35 @@ def _check_inference(cfg: DictConfig) -> None:
             raise _fail(key, value, f"use auto or an integer >= {low}")
 
 
+def _check_outputs(cfg: DictConfig) -> None:
+    """predict.py's output mode, layout, frame stride and sharding (``inference.output_modes``,
+    ``inference.files``)."""
+    from cropformer.inference.files import LAYOUTS, SHARD_BY
+    from cropformer.inference.output_modes import FORMATS, ID_DTYPES
+
+    _check_choice(cfg, "output_format", FORMATS, "not an output format")
+    _check_choice(cfg, "id_dtype", tuple(ID_DTYPES), "not an id type (uint8: the demo's)")
+    _check_choice(cfg, "output_layout", LAYOUTS, "flat (by file stem) or mirror (input tree)")
+    _check_choice(cfg, "shard_by", SHARD_BY, "frame (every n-th image) or scene (folders)")
+    if _select(cfg, "score_threshold") is not None:
+        _check_fraction(
+            cfg,
+            "score_threshold",
+            0.0,
+            1.0,
+            "score >= it is kept; null = the format's default",
+            open_low=False,
+        )
+    _check_int(cfg, "min_area", 0, "pixels; entities with fewer are dropped, 0 keeps all")
+    _check_int(cfg, "every", 1, "every n-th frame of each folder")
+    suffix = _select(cfg, "write.id_map_suffix")
+    if suffix is not None and not str(suffix).lower().endswith(".png"):
+        raise _fail("write.id_map_suffix", suffix, "the id map is a PNG: end it in .png")
+    rle_json = _select(cfg, "write.rle_json")
+    if rle_json is not None:
+        _check_bool(cfg, "write.rle_json")
+
+
 def auto_or_int(value: Any) -> int | None:
     """A checked ``auto``/``null``/int setting (``view_chunk``, ``num_workers``, ...): None for
     ``auto``/``null``, else the int."""
@@ -290,6 +319,7 @@ def check_values(cfg: DictConfig) -> None:
     _check_fusion(cfg)
     _check_inference(cfg)
     _check_optimizer(cfg)
+    _check_outputs(cfg)
     _check_int(cfg, "model.criterion.num_points", 1, "sampled points per mask", optional=True)
     _check_int(cfg, "seed", 0, "random seed; null = none", optional=True)
     _check_choice(cfg, "split", ("val", "test"), "not a split")

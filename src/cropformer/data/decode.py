@@ -148,6 +148,47 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+# EXIF orientation -> the transpose detectron2's ``read_image`` applies (the same table as
+# ``ImageOps.exif_transpose``; other values, e.g. 1 or 0, leave the image as stored)
+_DETECTRON2_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def load_image_detectron2(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as detectron2's ``read_image(path, format="BGR")`` does, returned as RGB.
+
+    The official demo reads frames this way: EXIF orientation applied (an unreadable EXIF block is
+    ignored), then Pillow's ``convert("RGB")`` for every mode. For 8-bit files this equals
+    ``load_image``; they differ on 16-bit and float files, which Pillow's conversion clips to
+    0..255 where ``load_image`` rescales. Errors as ``load_image``.
+
+    Shape: returns (H, W, 3) uint8.
+    """
+    im = _open(path)
+    try:
+        with _pixel_limit(MAX_IMAGE_PIXELS):
+            im.load()
+        try:
+            orientation = im.getexif().get(0x0112)
+        except Exception:  # detectron2 ignores a broken EXIF block the same way
+            orientation = None
+        method = _DETECTRON2_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
+        out = im.transpose(method) if method is not None else im
+        arr = np.asarray(out.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SampleError(f"cannot decode image {path}: {e} (truncated or corrupt file?)") from e
+    finally:
+        im.close()
+    return arr
+
+
 # ---------------------------------------------------------------------------------------------
 # RLE
 

@@ -1,11 +1,14 @@
 """Entities for many image files: the one file loop behind ``predict.py`` and the Python API.
 
-``list_images`` turns a directory (recursively), a file, a glob or a list into sorted image paths;
-``output_stems`` names each image's outputs; ``select_shard`` splits the sorted list for
-``shard=i/n``; ``run_on_files`` decodes and builds the views in DataLoader workers ahead of the
-network, runs several images per forward if asked, writes each output atomically (temporary file
-+ rename) and marks an image complete only after all its outputs are in place, so an interrupted
-run resumes where it stopped and never takes a partial output for a finished one.
+``list_images`` turns a directory (recursively), a file, a glob or a list into image paths in
+natural order (``2.jpg`` before ``10.jpg``, ``scene2/`` before ``scene10/``); ``every_nth`` keeps
+every n-th frame of each folder; ``output_stems`` (flat) or ``mirror_names`` (``out/<relative
+input path>``) name each image's outputs; ``shard_indices`` splits the list for ``shard=i/n`` by
+frame or by scene (the folder holding the frames); ``run_on_files`` decodes and builds the views
+in DataLoader workers ahead of the network, runs several images per forward if asked, writes each
+output atomically (temporary file + rename) and marks an image complete only after all its outputs
+are in place, so an interrupted run resumes where it stopped and never takes a partial output for a
+finished one.
 
 A folder of outputs records what produced them (``producer``: the checkpoint's identity and the
 settings that change pixels, given by the caller): an image counts as done only under the same
@@ -24,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import sys
@@ -45,29 +49,86 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm")
 DONE_DIR = ".cropformer_done"  # <record key>/producer.json + one completion list per shard
 PRODUCER_FILE = "producer.json"
+LAYOUTS = ("flat", "mirror")
+SHARD_BY = ("frame", "scene")
+_DIGITS = re.compile(r"([0-9]+)")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def natural_key(path: str | Path) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+    """Sort key comparing digit runs as numbers, folder by folder (``f2`` < ``f10``)."""
+    return tuple(
+        tuple((1, int(t)) if t.isdigit() else (0, t) for t in _DIGITS.split(part) if t)
+        for part in Path(path).parts
+    )
 
 
 def list_images(spec: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Sorted image paths from a directory (image files at any depth), a file, a glob, or a list.
+    """Image paths in natural order from a directory (image files at any depth), a file, a glob
+    (matching files or folders), or a list of those.
 
     Raises:
         UserError: nothing matches (names the input and what to pass).
     """
     if isinstance(spec, (list, tuple)):
-        return sorted({p for item in spec for p in list_images(item)})
+        return sorted({p for item in spec for p in list_images(item)}, key=natural_key)
     path = Path(str(spec)).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     elif path.is_file():
         files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    else:  # a glob: matching files, and the images inside matching folders (scans/*/color)
+        files = []
+        for match in map(Path, glob.glob(str(path), recursive=True)):
+            if match.is_dir():
+                files += [p for p in match.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+            elif match.is_file():
+                files.append(match)
+        files = [p for p in dict.fromkeys(files) if p.is_file()]
     if not files:
         raise UserError(
             f"input={spec}: no image files found (pass a directory, a file or a quoted glob "
             "such as input='photos/*.jpg')"
         )
-    return files
+    return sorted(files, key=natural_key)
+
+
+def input_root(spec: str | Path | Sequence[str | Path]) -> Path:
+    """The folder ``mirror_names`` is relative to: a directory itself, a file's folder, a glob's
+    folder before its first wildcard, or the common folder of a list of those."""
+    if isinstance(spec, (list, tuple)):
+        roots = [str(input_root(item)) for item in spec]
+        return Path(os.path.commonpath(roots)) if roots else Path.cwd()
+    text = str(Path(str(spec)).expanduser())
+    path = Path(text)
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file():
+        return path.resolve().parent
+    match = _GLOB_CHARS.search(text)
+    head = text[: match.start()] if match else text
+    base = Path(head) if head.endswith(os.sep) else Path(head).parent
+    return (base if str(base) else Path(".")).resolve()
+
+
+def every_nth(files: Sequence[Path], every: int) -> list[Path]:
+    """Every ``every``-th frame of each folder (its 1st, (n+1)-th, ... in the list's order).
+
+    Raises:
+        UserError: ``every`` is not an integer >= 1.
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UserError(f"every={every!r}: use an integer >= 1 (every=10: frames 0, 10, 20, ...)")
+    if every == 1:
+        return list(files)
+    seen: dict[Path, int] = {}
+    out = []
+    for f in files:
+        k = seen.get(f.parent, 0)
+        seen[f.parent] = k + 1
+        if k % every == 0:
+            out.append(f)
+    return out
 
 
 def output_stems(files: Sequence[Path]) -> list[str]:
@@ -82,6 +143,29 @@ def output_stems(files: Sequence[Path]) -> list[str]:
     if len(set(named)) == len(named):  # a.jpg and a.png in one folder keep their suffix
         return named
     return [f"{n}__{i}" for i, n in enumerate(named)]
+
+
+def mirror_names(files: Sequence[Path], root: str | Path) -> list[str]:
+    """Output names of the mirror layout: each input's path relative to ``root`` without its
+    suffix (``scene0/color/10``); two inputs differing only in suffix keep it (``10.jpg``).
+
+    Raises:
+        UserError: an input outside ``root``.
+    """
+    base = Path(root).resolve()
+    rel = []
+    for f in files:
+        try:
+            rel.append(f.resolve().relative_to(base))
+        except ValueError as err:
+            raise UserError(
+                f"output_layout=mirror: {f} is not inside the input folder {base}"
+            ) from err
+    names = [r.with_suffix("").as_posix() for r in rel]
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return [r.as_posix() if counts[n] > 1 else n for n, r in zip(names, rel)]
 
 
 def parse_shard(spec: str | None) -> tuple[int, int]:
@@ -112,6 +196,23 @@ def select_shard(num_files: int, shard: tuple[int, int]) -> list[int]:
     """
     i, n = shard
     return list(range(i, num_files, n))
+
+
+def shard_indices(files: Sequence[Path], shard: tuple[int, int], by: str = "frame") -> list[int]:
+    """Indices shard ``(i, n)`` processes: every n-th frame (``by="frame"``) or all frames of
+    every n-th scene, a scene being the folder that holds the frames (``by="scene"``).
+
+    Either way the shards of one n are disjoint and cover every index exactly once.
+    """
+    if by not in SHARD_BY:
+        raise UserError(f"shard_by={by!r}: use frame (every n-th image) or scene (folders)")
+    if by == "frame":
+        return select_shard(len(files), shard)
+    scenes: dict[Path, int] = {}
+    for f in files:
+        scenes.setdefault(f.parent, len(scenes))
+    i, n = shard
+    return [k for k, f in enumerate(files) if scenes[f.parent] % n == i]
 
 
 @dataclass
@@ -337,6 +438,7 @@ def run_on_files(
     *,
     stems: Sequence[str] | None = None,
     shard: tuple[int, int] = (0, 1),
+    shard_by: str = "frame",
     resume: bool = True,
     num_workers: int | None = None,
     images_per_batch: int = 1,
@@ -350,11 +452,12 @@ def run_on_files(
         predictor: an ``EntityPredictor`` (``view_settings`` builds the views in workers,
             ``predict_samples`` runs network + fusion).
         files: the full sorted input list (``list_images``); ``shard`` selects this process's part.
-        out_dir: created if needed; ``<stem><suffix>`` per output, and the completion lists in
-            ``.cropformer_done/``.
+        out_dir: created if needed; ``<stem><suffix>`` per output (a stem may hold folders,
+            ``mirror_names``), and the completion lists in ``.cropformer_done/``.
         outputs: what to write per image (at least one).
         stems: output names (default ``output_stems(files)``, computed on the full list so every
             shard names an image the same way).
+        shard_by: ``frame`` or ``scene`` (``shard_indices``).
         resume: skip images an earlier run finished (all outputs present and listed as done).
         num_workers: decoding/view-building processes (None: ``default_num_workers``).
         images_per_batch: images per forward pass (their views together).
@@ -383,7 +486,7 @@ def run_on_files(
     out = Path(out_dir)
     key = claim_output_dir(out, dict(producer or {}), resume)
     stems = list(stems) if stems is not None else output_stems(files)
-    indices = select_shard(len(files), shard)
+    indices = shard_indices(files, shard, shard_by)
     summary = FilesSummary(
         output_dir=out,
         total=len(indices),
@@ -451,6 +554,7 @@ def _predict_and_write(
     preds = predictor.predict_samples([it["sample"] for it in readable]) if readable else []
     for it, pred in zip(readable, preds):
         result = PredictedFile(it["index"], Path(it["path"]), stems[it["index"]], pred, it["image"])
+        (out / result.stem).parent.mkdir(parents=True, exist_ok=True)  # mirror layout: sub-folders
         for o in outputs:
             _write_atomically(out / f"{result.stem}{o.suffix}", o, result)
         # listed only once every output is in place: a crash before leaves it undone

@@ -232,8 +232,8 @@ class EntityPredictor:
 
     @torch.no_grad()
     def predict_batch(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[EntityPrediction]:
-        """Predict the entities of several images, one forward pass per group of images with the
-        same number of views (normally one group).
+        """Predict the entities of several images, one forward pass per group of images whose
+        views have the same sizes (the frames of one camera: normally one group).
 
         Shape: each image (H_i, W_i, 3) uint8 (grayscale and RGBA accepted); returns id maps of
         shape (H_i, W_i).
@@ -244,13 +244,16 @@ class EntityPredictor:
     def predict_samples(self, samples: Sequence[dict[str, Any]]) -> list[EntityPrediction]:
         """Network + fusion for samples made by ``EvalViews`` (e.g. in DataLoader workers).
 
-        Samples with the same number of views share one forward pass; results keep the order.
+        Samples whose views have the same sizes (the frames of one camera) share one forward
+        pass; others run apart, because a shared padded size would change their predictions.
+        So a batch gives what one image at a time gives. Results keep the order.
         """
         from cropformer.data.collate import collate
 
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple[tuple[int, ...], ...], list[int]] = {}
         for i, sample in enumerate(samples):
-            groups.setdefault(len(sample["views"]), []).append(i)
+            sizes = tuple(tuple(int(d) for d in v.shape[-2:]) for v in sample["views"])
+            groups.setdefault(sizes, []).append(i)
         results: list[EntityPrediction | None] = [None] * len(samples)
         for members in groups.values():
             batch = collate([samples[i] for i in members])

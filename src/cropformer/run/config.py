@@ -15,10 +15,9 @@ CONF_ENV = "CROPFORMER_CONF_DIR"
 
 
 def find_conf_dir() -> Path:
-    """The repository's ``conf/`` directory.
-
-    Looked up in this order: ``$CROPFORMER_CONF_DIR``; ``conf/`` next to the source tree (editable
-    installs and checkouts); ``conf/`` in the current directory or one of its parents.
+    """The config tree: ``$CROPFORMER_CONF_DIR`` if set, else the one shipped in the package
+    (``cropformer/conf``: a link to the repository's ``conf/`` in a checkout, real files in a
+    wheel), else ``conf/`` in the current directory or one of its parents.
     """
     env = os.environ.get(CONF_ENV)
     if env:
@@ -28,16 +27,23 @@ def find_conf_dir() -> Path:
                 f"{CONF_ENV}={env} has no train.yaml; point it at the repository's conf/"
             )
         return path
-    candidates = [Path(__file__).resolve().parents[3] / "conf"]
+    candidates = [Path(__file__).resolve().parents[1] / "conf"]
     cwd = Path.cwd().resolve()
     candidates += [p / "conf" for p in (cwd, *cwd.parents)]
     for path in candidates:
         if (path / "train.yaml").is_file():
-            return path
+            return path.resolve()
     raise UserError(
-        "cannot find the config tree (conf/train.yaml): run from the repository checkout or set "
-        f"{CONF_ENV}=/path/to/repo/conf"
+        "cannot find the config tree (conf/train.yaml): the package lacks cropformer/conf (a "
+        f"broken install?); reinstall it or set {CONF_ENV}=/path/to/repo/conf"
     )
+
+
+def project_root_of(conf_dir: Path) -> Path:
+    """``PROJECT_ROOT`` for a config tree: its checkout (a folder with pyproject.toml), else the
+    current directory (an installed package: logs/ never go into site-packages)."""
+    parent = Path(conf_dir).resolve().parent
+    return parent if (parent / "pyproject.toml").is_file() else Path.cwd()
 
 
 def compose_config(
@@ -49,7 +55,7 @@ def compose_config(
     ``paths.output_dir`` should be overridden when the composed config is used to run something.
     """
     conf_dir = conf_dir or find_conf_dir()
-    os.environ.setdefault("PROJECT_ROOT", str(conf_dir.parent))
+    os.environ.setdefault("PROJECT_ROOT", str(project_root_of(conf_dir)))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose(

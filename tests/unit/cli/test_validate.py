@@ -127,6 +127,43 @@ def test_bad_values_are_one_line_naming_key_value_and_what_is_allowed(override, 
     assert message.startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("output_format=demo", "output_format='demo'"),
+        ("id_dtype=int8", "id_dtype='int8'"),
+        ("output_layout=tree", "output_layout='tree'"),
+        ("shard_by=folder", "shard_by='folder'"),
+        ("score_threshold=50", "score_threshold=50"),
+        ("score_threshold=high", "score_threshold='high'"),
+        ("min_area=-1", "min_area=-1"),
+        ("min_area=2.5", "min_area=2.5"),
+        ("every=0", "every=0"),
+        ("write.id_map_suffix=_ids.jpg", "write.id_map_suffix='_ids.jpg'"),
+        ("write.rle_json=maybe", "write.rle_json='maybe'"),
+    ],
+)
+def test_bad_predict_output_values_are_one_line(override, expected):
+    message = _error("ckpt=x.ckpt", "input=frames/", override, name="predict")
+    assert message is not None and "\n" not in message
+    assert message.startswith(expected)
+
+
+def test_predict_output_options_are_accepted():
+    options = [
+        "output_format=official_demo",
+        "id_dtype=uint8",
+        "output_layout=mirror",
+        "shard_by=scene",
+        "score_threshold=0.3",
+        "min_area=400",
+        "every=10",
+        "write.id_map_suffix=.png",
+        "write.rle_json=true",
+    ]
+    assert _error("ckpt=x.ckpt", "input=frames/", *options, name="predict") is None
+
+
 @pytest.mark.parametrize("overrides", [["trainer=gpu"], ["trainer=ddp"]])
 def test_gpu_trainer_without_a_gpu_is_one_line(overrides, monkeypatch):
     import torch

@@ -20,11 +20,15 @@ from cropformer.inference.files import (
     PRODUCER_FILE,
     Output,
     completed_stems,
+    every_nth,
+    input_root,
     list_images,
+    mirror_names,
     output_stems,
     parse_shard,
     run_on_files,
     select_shard,
+    shard_indices,
 )
 from cropformer.inference.fusion import MultiViewFusion
 from cropformer.inference.predictor import EntityPredictor
@@ -303,3 +307,125 @@ def test_a_folder_of_an_earlier_version_is_not_resumed_blindly(tmp_path):
     (out / DONE_DIR / "all.txt").write_text("frame_0000\n")
     with pytest.raises(UserError, match="did not record"):
         _run(files, out, PRODUCER)
+
+
+def _scan_tree(root, scenes=("scene2", "scene10"), frames=(0, 1, 2, 10, 11, 20)) -> None:
+    """A ScanNet-style tree ``<root>/<scene>/color/<frame>.jpg`` (unpadded frame numbers)."""
+    rng = np.random.default_rng(3)
+    for scene in scenes:
+        (root / scene / "color").mkdir(parents=True)
+        (root / scene / "depth").mkdir()
+        for f in frames:
+            img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / scene / "color" / f"{f}.jpg", quality=95)
+
+
+def test_frames_sort_numerically_and_every_takes_every_nth_per_folder(tmp_path):
+    _scan_tree(tmp_path / "scans")
+    files = list_images(tmp_path / "scans")
+    rel = [p.relative_to(tmp_path / "scans").as_posix() for p in files]
+    assert rel[:6] == [f"scene2/color/{f}.jpg" for f in (0, 1, 2, 10, 11, 20)]
+    assert rel[6] == "scene10/color/0.jpg"  # scene2 before scene10
+    assert [p.name for p in list_images([files[3], files[1]])] == ["1.jpg", "10.jpg"]
+    picked = every_nth(files, 2)
+    assert [p.relative_to(tmp_path / "scans").as_posix() for p in picked] == [
+        f"{s}/color/{f}.jpg" for s in ("scene2", "scene10") for f in (0, 2, 11)
+    ]  # each scene starts at its first frame
+    assert every_nth(files, 1) == files
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(UserError, match="every="):
+            every_nth(files, bad)
+
+
+def test_mirror_names_and_input_roots(tmp_path):
+    _scan_tree(tmp_path / "scans")
+    files = list_images(str(tmp_path / "scans" / "*" / "color" / "*.jpg"))
+    assert input_root(str(tmp_path / "scans" / "*" / "color" / "*.jpg")) == tmp_path / "scans"
+    assert input_root(tmp_path / "scans") == tmp_path / "scans"
+    assert input_root(files[0]) == files[0].parent
+    two = [tmp_path / "scans" / "scene2", tmp_path / "scans" / "scene10"]
+    assert input_root(two) == tmp_path / "scans"
+    names = mirror_names(files, tmp_path / "scans")
+    assert names[0] == "scene2/color/0" and names[-1] == "scene10/color/20"
+    twins = [tmp_path / "a" / "1.jpg", tmp_path / "a" / "1.png", tmp_path / "a" / "2.jpg"]
+    assert mirror_names(twins, tmp_path) == ["a/1.jpg", "a/1.png", "a/2"]
+    with pytest.raises(UserError, match="not inside the input folder"):
+        mirror_names(files, tmp_path / "elsewhere")
+
+
+def test_shards_by_scene_keep_scenes_whole_and_cover_all(tmp_path):
+    _scan_tree(tmp_path / "scans", scenes=("s1", "s2", "s3"))
+    files = list_images(tmp_path / "scans")
+    parts = [shard_indices(files, (i, 2), "scene") for i in range(2)]
+    assert sorted(parts[0] + parts[1]) == list(range(len(files)))
+    scenes = [{files[k].parent.parent.name for k in part} for part in parts]
+    assert scenes == [{"s1", "s3"}, {"s2"}]
+    assert shard_indices(files, (1, 3), "frame") == select_shard(len(files), (1, 3))
+    with pytest.raises(UserError, match="shard_by="):
+        shard_indices(files, (0, 2), "folder")
+
+
+def _tree_outputs(folder) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and DONE_DIR not in p.parts
+    }
+
+
+def test_mirror_layout_resumes_after_a_crash_and_shards_by_scene(tmp_path):
+    _scan_tree(tmp_path / "scans")
+    files = list_images(tmp_path / "scans")
+    names = mirror_names(files, tmp_path / "scans")
+    outputs = [_json_output()]
+    ref = tmp_path / "ref"
+    run_on_files(
+        _predictor(),
+        files,
+        ref,
+        [_ids_output(), *outputs],
+        stems=names,
+        progress=False,
+        num_workers=0,
+    )
+    assert sorted(_tree_outputs(ref))[:2] == ["scene10/color/0.json", "scene10/color/0_ids.png"]
+    out = tmp_path / "out"
+    first: list[str] = []
+    with pytest.raises(Interrupted):
+        run_on_files(
+            _predictor(),
+            files,
+            out,
+            [_ids_output(first, fail_after=8), *outputs],
+            stems=names,
+            num_workers=0,
+            progress=False,
+        )
+    assert len(completed_stems(out)) == 8 and "scene10/color/1" in completed_stems(out)
+    second: list[str] = []
+    summary = run_on_files(
+        _predictor(),
+        files,
+        out,
+        [_ids_output(second), *outputs],
+        stems=names,
+        num_workers=0,
+        progress=False,
+    )
+    assert summary.already_done == 8 and sorted(first + second) == sorted(names)
+    assert _tree_outputs(out) == _tree_outputs(ref)
+    sharded = tmp_path / "sharded"
+    for i in range(2):
+        s = run_on_files(
+            _predictor(),
+            files,
+            sharded,
+            [_ids_output(), *outputs],
+            stems=names,
+            shard=(i, 2),
+            shard_by="scene",
+            num_workers=0,
+            progress=False,
+        )
+        assert s.processed == 6
+    assert _tree_outputs(sharded) == _tree_outputs(ref)
