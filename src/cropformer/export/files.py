@@ -74,7 +74,7 @@ def export_network(
         raise UserError(f"format={fmt}: use one of {', '.join(EXPORT_FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = ExportGraph(net.cpu().float().eval(), num_views)
+    graph = ExportGraph(net.cpu().float().eval(), num_views).eval()
     meta = {
         **dict(metadata),
         "format_version": FORMAT_VERSION,

@@ -243,7 +243,10 @@ class TimmBackbone(nn.Module):
                 shift = int(block.target_shift_size[0])
                 if shift > 0 and mask is None:  # one mask per stage, as the official code
                     window = int(block.window_size[0])
-                    hp, wp = (-(-s // window) * window for s in x.shape[1:3])
+                    # ceil as (s + window - 1) // window, never -(-s // window): the ONNX
+                    # exporter writes a floor division of sizes as ONNX's truncating Div,
+                    # which rounds a negative quotient the other way (wrong window count)
+                    hp, wp = ((s + window - 1) // window * window for s in x.shape[1:3])
                     mask = _swin_window_mask(hp, wp, window, shift, x.device)
                 if self.grad_checkpointing and self.training and x.requires_grad:
                     x = checkpoint(_swin_block_official, block, x, mask, use_reentrant=False)

@@ -36,16 +36,7 @@ def _settings(num_views: int) -> dict:
     [
         ("regnet", True, "onnxruntime"),
         ("regnet", True, "openvino"),
-        pytest.param(
-            "swin",
-            True,
-            "onnxruntime",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug since the last rebase of the export work: ONNX Runtime fails in "
-                "a Reshape node (node_view_31) on the exported small Swin CropFormer",
-            ),
-        ),
+        ("swin", True, "onnxruntime"),
         ("r50", False, "openvino"),
         ("r50", False, "onnxruntime"),
         pytest.param(
