@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cropformer.export.dft import rewrite_onesided_dft
 from cropformer.export.graph import INPUT_NAMES, OUTPUT_NAMES, ExportGraph, export_formulation
 from cropformer.utils.errors import UserError
 
@@ -133,6 +134,8 @@ def _write_onnx(
     )
     assert program is not None
     model = program.model_proto
+    # two-sided DFTs only (same values): OpenVINO misreads the one-sided ones (export.dft)
+    rewrite_onesided_dft(model)
     onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(meta, sort_keys=True)})
     onnx.save_model(model, str(path))
 

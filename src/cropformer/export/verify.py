@@ -58,7 +58,8 @@ def compare(
     settings: Mapping[str, Any],
     images: list[np.ndarray],
 ) -> dict[str, Any]:
-    """Raw-output error (worst over outputs and images) and fused pixel agreement (worst image).
+    """Raw-output error (worst over outputs and images) and fused pixel agreement (worst image),
+    with the padded (H, W) of the views run (``padded_sizes``).
 
     ``reference`` is the eager network (called with ``aux=False``), ``candidate`` e.g. an
     ``ExportedNetwork``; ``settings`` are the test views (``EvalViews`` keywords).
@@ -70,9 +71,11 @@ def compare(
 
     views = EvalViews(InferenceViews(**dict(settings)))
     worst_raw, worst_pixels = 0.0, 1.0
+    sizes: set[tuple[int, int]] = set()
     for index, image in enumerate(images):
         batch = collate([views(image, index)])
         num_views = int(batch["boxes"].shape[1])
+        sizes.add((int(batch["images"].shape[-2]), int(batch["images"].shape[-1])))
         with torch.no_grad():
             ref = reference(
                 batch["images"], num_views=num_views, view_sizes=batch["view_sizes"], aux=False
@@ -89,6 +92,7 @@ def compare(
         "raw_relative_error": worst_raw,
         "pixel_agreement": worst_pixels,
         "images": len(images),
+        "padded_sizes": sorted(sizes),
         "passed": worst_raw <= RAW_TOLERANCE and worst_pixels >= PIXEL_AGREEMENT,
     }
 
