@@ -467,16 +467,20 @@ class Comparison:
         return "- (not run yet)"
 
     def verdict(self, expected: str = "> 0") -> str:
-        """``established``, ``not established at this scale`` or ``too few seeds``."""
+        """``established``, ``reversed`` (the interval excludes 0 on the side against the
+        claim), ``not established at this scale`` or ``too few seeds``."""
         r = self.result()
         if not self.a:
             return "not run yet"
         if r is None or r.n < 3:
             return "too few seeds"
-        if expected == "> 0":
-            return "established (> 0)" if r.ci_low > 0 else "not established at this scale"
-        if expected == "< 0":
-            return "established (< 0)" if r.ci_high < 0 else "not established at this scale"
+        if expected in ("> 0", "< 0"):
+            above, below = r.ci_low > 0, r.ci_high < 0
+            if (above and expected == "> 0") or (below and expected == "< 0"):
+                return f"established ({expected})"
+            if above or below:  # the interval excludes 0 on the other side: a true negative
+                return f"reversed: established ({'> 0' if above else '< 0'}), against the claim"
+            return "not established at this scale"
         return "differs from 0" if r.excludes_zero() else "no difference shown"
 
 
@@ -597,7 +601,8 @@ def render_table5() -> str | None:
             *_comparison_lines(table5_comparisons()),
             "",
             "A difference is *established* when its paired 95 % t interval excludes 0 (3 or more "
-            "seeds); otherwise it is *not established at this scale*, whatever its mean.",
+            "seeds) on the claimed side, *reversed* when it excludes 0 on the other side, and "
+            "otherwise *not established at this scale*, whatever its mean.",
             "",
             "## Mean ± sd over seeds (test)",
             "",
@@ -968,7 +973,8 @@ def render_readme_block() -> str:
             "",
             "Paired 95 % t intervals over seeds (same seeds in every row; the two runs of a seed "
             "share data order, views and pixels). *Established* means the interval lies above "
-            "0 (or below, where a loss is expected); *not established at this scale* means it "
+            "0 (or below, where a loss is expected); *reversed* means it excludes 0 on the "
+            "other side (the claim's opposite holds); *not established at this scale* means it "
             "includes 0, whatever the mean. Full tables: `results/table5.md`, `table8b.md`, "
             "`lh.md`, `table9a.md`, `table9b.md`, `table10b.md`.",
             "",

@@ -118,6 +118,16 @@ def test_table5_gives_paired_intervals_and_verdicts(paper: ModuleType) -> None:
     assert "not established at this scale" in am  # differences 0, -1, 0, -1 -> CI includes 0
     ctrl = next(line for line in text.splitlines() if "400 steps (test)" in line)
     assert "not run yet" in ctrl
+    tta = next(line for line in text.splitlines() if "5 views merged (test)" in line)
+    assert "not run yet" in tta
+    for s, g in zip(paper.SEEDS, gains):  # the merged baseline beats CropFormer on every seed
+        _record(paper, f"t5_m2f_tta_s{s}", 40.0 + s + g + 1.0 + 0.1 * s)
+    text = paper.render_table5()
+    assert text is not None
+    tta = next(
+        line for line in text.splitlines() if "CropFormer - Mask2Former 5 views merged" in line
+    )
+    assert "reversed: established (< 0), against the claim" in tta
     assert "python train.py experiment=embedded_cropformer seed=1" in text
 
 
