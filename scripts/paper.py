@@ -933,6 +933,34 @@ def decomposition() -> list[tuple[Comparison, str, str]]:
     ]
 
 
+def _reading(rows: Sequence[tuple[Comparison, str, str]]) -> list[str]:
+    """The rows above grouped by verdict, one line per group (the account of the gain in words,
+    generated so that it cannot disagree with the records)."""
+    groups: dict[str, list[str]] = {"established": [], "reversed": [], "open": []}
+    for comp, expected, what in rows:
+        r = comp.result()
+        if r is None or r.n < 3:
+            continue
+        verdict = comp.verdict(expected)
+        kind = (
+            "reversed"
+            if verdict.startswith("reversed")
+            else "established"
+            if verdict.startswith("established") or verdict == "differs from 0"
+            else "open"
+        )
+        groups[kind].append(f"{what} ({r.mean:+.2f}, CI [{r.ci_low:+.2f}, {r.ci_high:+.2f}])")
+    heads = {
+        "established": "**Established** (the interval excludes 0 on the claimed side)",
+        "reversed": "**Reversed** (the interval excludes 0 against the claim)",
+        "open": "**Not established at this scale** (the interval includes 0)",
+    }
+    out = ["What the rows say, grouped by verdict (generated):", ""]
+    for kind, items in groups.items():
+        out.append(f"- {heads[kind]}: " + ("; ".join(items) if items else "none") + ".")
+    return out
+
+
 def render_readme_block() -> str:
     """The README's generated results: each claim with its paired interval and verdict."""
     rows = [
@@ -944,6 +972,7 @@ def render_readme_block() -> str:
         rows.append(
             f"| {what} (`{comp.label}`) | {comp.text()} | {seeds} | {comp.verdict(expected)} |"
         )
+    rows += ["", *_reading(decomposition())]
     rows += [
         "",
         "| class-aware, panoptic task (paper Table 10b: COCO-PAN PQ +1.3, COCO-INS AP +1.8, "

@@ -143,6 +143,9 @@ def test_readme_block_is_generated_from_the_records_and_checked(paper: ModuleTyp
     assert text.startswith("# x\n\n") and text.endswith("\n\ntail\n")
     headline = next(line for line in text.splitlines() if "the headline" in line)
     assert "+0.10" in headline and "not established at this scale" in headline
+    grouped = next(line for line in text.splitlines() if "**Not established" in line)
+    assert "the headline" in grouped  # the words follow the verdicts
+    assert "**Established**" in text and "**Reversed**" in text
     assert paper.sync_readme(check=True) is True
     _record(paper, "t5_cropformer_s3", 12.0)  # a record changes: the README is stale
     assert paper.sync_readme(check=True) is False
