@@ -92,13 +92,6 @@ def test_tiny_panoptic_run_reports_pq_ap_miou(trained):
     assert ckpt["state_dict"]["net.decoder.class_head.weight"].shape[0] == 134
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: eval.py on a class-aware checkpoint fails in the class-aware metric at "
-    "epoch end (KeyError 'id' in faster_coco_eval) since the single checkpoint loader landed "
-    "beside the class-aware work; the loader now restores the class set (from_loaded), the "
-    "metric's ground-truth categories are still missing: see the session note",
-)
 def test_eval_ap_equals_pycocotools_on_its_results(trained, sample, tmp_path):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

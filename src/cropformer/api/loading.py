@@ -71,6 +71,11 @@ class LoadedCheckpoint:
     info: CheckpointInfo
     #: the class set of a class-aware checkpoint (categories json list), None for entity models
     classes: Any = None
+    #: the task it was trained for (``entity``, ``instance``, ``panoptic``, ``semantic``): which
+    #: metric ``eval.py`` computes; official and converted files are entity models
+    task: str = "entity"
+    #: the metric options it was trained with (e.g. ``boundary: true``): eval.py reports the same
+    metric: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> tuple[Any, Any]:
         """(network with the weights, fusion): plain ``nn.Module``s in eval mode on the CPU."""
@@ -172,6 +177,8 @@ def read_checkpoint(
             state=state,
             info=info,
             classes=stored.get("classes"),
+            task=str(hparams.get("task") or "entity"),
+            metric=_plain(hparams.get("metric") or {}),
         )
     if kind == "converted" and "net_config" in stored and model is None and not official_config:
         # a converted file that carries its configs (scripts/convert_official_checkpoint.py)

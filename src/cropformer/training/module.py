@@ -175,11 +175,14 @@ class CropFormerModule(L.LightningModule):
     def from_loaded(cls, loaded: Any) -> CropFormerModule:
         """The module around a read checkpoint (``cropformer.api.loading.LoadedCheckpoint``)."""
         module = cls(
-            net=loaded.net_config, criterion=loaded.criterion_config, fusion=loaded.fusion_config
+            net=loaded.net_config,
+            criterion=loaded.criterion_config,
+            fusion=loaded.fusion_config,
+            metric=loaded.metric,
+            task=loaded.task,
+            classes=loaded.classes,
         )
         loaded.load_into(module.net)
-        if getattr(loaded, "classes", None):
-            module.set_classes(loaded.classes)
         return module.eval()
 
     def init_weights(self) -> None:
@@ -276,15 +279,38 @@ class CropFormerModule(L.LightningModule):
             self.fusion.set_classes(cs.isthing, ids=cs.ids, names=cs.names)
 
     def setup(self, stage: str) -> None:
-        if self.task == "entity" or self.classes is not None:
+        if self.task == "entity":
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.classes is not None:
+            self._check_data_classes(dm)
+            return
         if dm is None or not hasattr(dm, "class_set"):
             raise ValueError(
                 f"task={self.task} needs the classes: from the datamodule (class_set) or the "
                 "checkpoint"
             )
         self.set_classes(dm.class_set)
+
+    def _check_data_classes(self, dm: Any) -> None:
+        """A checkpoint's classes (eval.py) must be the data's: its class head's index k is
+        the k-th class it was trained on, so another class set would score the wrong classes."""
+        if dm is None or getattr(dm, "task", "entity") == "entity" or not hasattr(dm, "class_set"):
+            return
+        data_classes = dm.class_set
+        if data_classes == self.classes:
+            return
+        ours, theirs = self.classes.categories, data_classes.categories
+        first = next(
+            (k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs))
+        )
+        raise UserError(
+            f"the checkpoint's {len(ours)} classes are not the data's {len(theirs)} classes "
+            f"(first difference at class index {first}: "
+            f"{ours[first] if first < len(ours) else None} vs "
+            f"{theirs[first] if first < len(theirs) else None}); evaluate on data with the class "
+            "set it was trained on (data=... and data.categories)"
+        )
 
     # ------------------------------------------------------------------ evaluation
     def _make_metric(self, annotation_file: str) -> Any:
