@@ -5,13 +5,14 @@ and ``eval.py`` call these functions."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
 
+from cropformer.data.categories import CategorySet
 from cropformer.export.cache import exported_file
 from cropformer.export.session import (
     RUNTIMES,
@@ -71,12 +72,15 @@ def runtime_network(
     threads: int | None = None,
     device: str = "cpu",
     calibration: Any = None,
+    task: str = "entity",
+    classes: Sequence[Mapping[str, Any]] | None = None,
 ) -> ExportedNetwork:
     """The runtime network for a loaded checkpoint: ``exported`` if given (its settings must be
     these), else the cached export of ``checkpoint`` (exported now on first use).
 
     ``precision``: ``fp32``; ``bf16`` (OpenVINO's bf16 inference on an fp32 file); ``int8`` (a
     quantized file, made on first use from ``calibration`` images: see ``cropformer.export.int8``).
+    ``task`` / ``classes``: a class-aware checkpoint's task and class set (carried by the file).
     """
     check_runtime(runtime, precision)
     fmt = "openvino" if runtime == "openvino" else "onnx"
@@ -87,6 +91,8 @@ def runtime_network(
         settings=settings,
         fusion=fusion,
         num_views=num_views_of(settings),
+        task=task,
+        classes=classes,
     )
     if exported is not None:
         path = Path(exported)
@@ -119,9 +125,13 @@ def export_metadata(
     settings: Mapping[str, Any],
     fusion: Mapping[str, Any],
     num_views: int,
+    task: str = "entity",
+    classes: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """What an exported file carries besides its graph contract (no machine paths)."""
-    return {
+    """What an exported file carries besides its graph contract (no machine paths); a
+    class-aware checkpoint's file also carries its ``task`` and ``classes`` (categories json
+    list), so it segments with class names on its own (entity files are unchanged)."""
+    out: dict[str, Any] = {
         "model": model_name,
         "checkpoint": Path(checkpoint).name,
         "step": step,
@@ -129,6 +139,10 @@ def export_metadata(
         "fusion": dict(fusion),
         "num_views": num_views,
     }
+    if classes:
+        out["task"] = task
+        out["classes"] = [dict(c) for c in classes]
+    return out
 
 
 def check_same_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any], path: Path) -> None:
@@ -150,7 +164,8 @@ def load_exported(
     threads: int | None = None,
     device: str = "cpu",
 ) -> tuple[ExportedNetwork, Any, dict[str, Any]]:
-    """An exported file on its own: (runtime network, fusion, test settings) from its metadata."""
+    """An exported file on its own: (runtime network, fusion, test settings) from its metadata
+    (a class-aware file's fusion gets the class set it carries)."""
     from hydra.utils import instantiate
 
     runtime = runtime if runtime not in (None, "torch", "auto") else default_runtime_for(path)
@@ -163,7 +178,29 @@ def load_exported(
     target = str(fusion_cfg.get("_target_", ""))
     if not target.startswith("cropformer."):
         raise UserError(f"exported file {path}: fusion target {target!r} is not this package's")
-    return session, instantiate(fusion_cfg), dict(session.metadata["test_settings"])
+    fusion = instantiate(fusion_cfg)
+    classes = session.metadata.get("classes")
+    if hasattr(fusion, "set_classes"):
+        if not classes:
+            raise UserError(
+                f"exported file {path}: a class-aware fusion but no classes in the file; "
+                "export the checkpoint again with this version"
+            )
+        cs = CategorySet.from_json(classes)
+        fusion.set_classes(cs.isthing, ids=cs.ids, names=cs.names)
+    return session, fusion, dict(session.metadata["test_settings"])
+
+
+class RuntimeParts(NamedTuple):
+    """What ``load_segmenter`` builds a runtime ``Segmenter`` from."""
+
+    net: ExportedNetwork
+    fusion: Any
+    settings: dict[str, Any]
+    info: Any  # CheckpointInfo
+    fusion_config: dict[str, Any]
+    task: str
+    classes: CategorySet | None
 
 
 def runtime_parts(
@@ -178,9 +215,10 @@ def runtime_parts(
     model: str | None,
     official_config: str | Path | None,
     views: dict[str, Any],
-) -> tuple[ExportedNetwork, Any, dict[str, Any], Any, dict[str, Any]]:
+) -> RuntimeParts:
     """``load_segmenter``'s parts for an exported file, or for a checkpoint run by ONNX Runtime /
-    OpenVINO: (runtime network, fusion, test settings, ``CheckpointInfo``, fusion config)."""
+    OpenVINO: runtime network, fusion, test settings, ``CheckpointInfo``, fusion config, task
+    and class set."""
     from cropformer.api.loading import CheckpointInfo, read_checkpoint
     from cropformer.api.settings import test_settings
 
@@ -203,6 +241,8 @@ def runtime_parts(
             stored_views=settings,
         )
         fusion_config = dict(meta["fusion"])
+        task = str(meta.get("task", "entity"))
+        classes = meta.get("classes")
     else:
         loaded = read_checkpoint(
             checkpoint, fusion=fusion, model=model, official_config=official_config
@@ -211,6 +251,7 @@ def runtime_parts(
         info = loaded.info
         settings = test_settings(info.stored_views, **views)
         fusion_config = dict(loaded.fusion_config)
+        task, classes = loaded.task, loaded.classes
         net = runtime_network(
             checkpoint,
             eager,
@@ -223,5 +264,8 @@ def runtime_parts(
             exported=exported,
             device=device,
             calibration=calibration,
+            task=task,
+            classes=classes,
         )
-    return net, fusion_module, settings, info, fusion_config
+    class_set = CategorySet.from_json(classes) if classes else None
+    return RuntimeParts(net, fusion_module, settings, info, fusion_config, task, class_set)

@@ -13,6 +13,7 @@ from cropformer.api.entities import Entities, to_rgb
 from cropformer.api.loading import CheckpointInfo, describe_settings, read_checkpoint
 from cropformer.api.runtimes import is_exported, runtime_label, runtime_parts
 from cropformer.api.settings import test_settings
+from cropformer.data.categories import CategorySet
 from cropformer.inference.files import (
     LAYOUTS,
     FilesSummary,
@@ -38,6 +39,10 @@ class Segmenter:
     forward per ``images_per_batch`` images); ``seg.id_map(image)`` -> the ``[H, W]`` integer
     map of ``output_mode`` (e.g. the official demo's); ``seg.predict_files(...)`` runs over many
     files.
+
+    ``task`` is the checkpoint's task: ``entity``, or ``instance`` / ``panoptic`` / ``semantic``
+    for a class-aware one, whose ``classes`` is its class set (``classes.ids``, ``.names``,
+    ``.isthing`` in the class head's order; None for an entity checkpoint).
     """
 
     def __init__(
@@ -47,12 +52,17 @@ class Segmenter:
         settings: dict[str, Any],
         fusion_config: Mapping[str, Any] | None = None,
         output_mode: OutputMode | str | Mapping[str, Any] | None = None,
+        *,
+        task: str = "entity",
+        classes: CategorySet | None = None,
     ):
         self.predictor = predictor
         self.info = info
         self.settings = settings
         self.fusion_config = dict(fusion_config or {})
         self.output_mode = OutputMode.of(output_mode)
+        self.task = task
+        self.classes = classes
 
     def producer(self, suffixes: list[str], mode: OutputMode | None = None) -> dict[str, Any]:
         """What makes this segmenter's outputs, recorded in each output folder: the checkpoint's
@@ -110,6 +120,11 @@ class Segmenter:
         line = describe_settings(
             self.info, self.settings, self.predictor.fusion, self.predictor.precision
         )
+        if self.classes is not None:
+            line += (
+                f"; task {self.task} ({len(self.classes)} classes: {self.classes.num_things} "
+                f"things, {self.classes.num_stuff} stuff)"
+            )
         net: Any = self.predictor.net
         if hasattr(net, "runtime"):  # an exported file (export.session.ExportedNetwork)
             kind = net.metadata.get("precision", "fp32")
@@ -122,9 +137,12 @@ class Segmenter:
             for start in range(0, len(images), max(1, images_per_batch)):
                 group = images[start : start + max(1, images_per_batch)]
                 preds = self.predictor.predict_batch([to_rgb(im) for im in group])
-                out += [Entities(p, _name(im)) for p, im in zip(preds, group)]
+                out += [self._entities(p, _name(im)) for p, im in zip(preds, group)]
             return out
-        return Entities(self.predictor.predict(to_rgb(images)), _name(images))
+        return self._entities(self.predictor.predict(to_rgb(images)), _name(images))
+
+    def _entities(self, prediction: Any, file_name: str | None) -> Entities:
+        return Entities(prediction, file_name, task=self.task, classes=self.classes)
 
     def predict_files(
         self,
@@ -300,7 +318,7 @@ def load_segmenter(
     if compile and (runtime != "torch" or is_exported(checkpoint)):
         raise UserError(f"compile=true is for runtime=torch, not runtime={runtime}")
     if runtime != "torch" or is_exported(checkpoint):
-        net, fusion_module, settings, info, fusion_config = runtime_parts(
+        parts = runtime_parts(
             checkpoint,
             runtime=runtime,
             exported=exported,
@@ -318,9 +336,22 @@ def load_segmenter(
             },
         )
         runner = EntityPredictor(
-            net, fusion_module, device="cpu", precision="32", pixel_decoder=None, **settings
+            parts.net,
+            parts.fusion,
+            device="cpu",
+            precision="32",
+            pixel_decoder=None,
+            **parts.settings,
         )
-        return Segmenter(runner, info, settings, fusion_config, OutputMode.of(output))
+        return Segmenter(
+            runner,
+            parts.info,
+            parts.settings,
+            parts.fusion_config,
+            OutputMode.of(output),
+            task=parts.task,
+            classes=parts.classes,
+        )
     entry = precision_of(precision)
     if entry is None or str(precision) not in INFERENCE_PRECISIONS:
         raise UserError(f"precision={precision}: use one of {', '.join(USER_PRECISIONS)}")
@@ -355,4 +386,13 @@ def load_segmenter(
         raise UserError(str(err)) from err
     if compile:
         predictor.net = torch.compile(predictor.net, dynamic=True)  # type: ignore[assignment]
-    return Segmenter(predictor, info, settings, loaded.fusion_config, output_mode)
+    classes = CategorySet.from_json(loaded.classes) if loaded.classes else None
+    return Segmenter(
+        predictor,
+        info,
+        settings,
+        loaded.fusion_config,
+        output_mode,
+        task=loaded.task,
+        classes=classes,
+    )

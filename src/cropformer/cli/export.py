@@ -61,6 +61,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         settings=settings,
         fusion=dict(loaded.fusion_config),
         num_views=num_views_of(settings),
+        task=loaded.task,
+        classes=loaded.classes,
     )
     quantize = None
     if precision == "int8":

@@ -66,6 +66,8 @@ def eval_runtime_network(
         precision=precision,
         exported=exported,
         calibration=calibration,
+        task=str(module.task),
+        classes=module.classes.to_json() if module.classes is not None else None,
     )
 
 
