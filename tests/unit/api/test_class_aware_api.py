@@ -179,3 +179,23 @@ def test_entity_checkpoint_has_no_classes_one_line(tmp_path):
         assert "\n" not in line and line.startswith(f"{what}: this is an entity checkpoint")
     with pytest.raises(UserError, match="entity checkpoint"):
         ent.panoptic()
+
+
+@pytest.mark.slow  # an ONNX export of the tiny network: ~50 s on the 2-core VM
+def test_exported_file_carries_the_classes(ckpts):
+    """A class-aware checkpoint run by ONNX Runtime, then its exported file on its own: the same
+    classes per entity as eager (the file carries task and class set)."""
+    pytest.importorskip("onnxruntime", reason="needs the deploy extra (onnx, onnxruntime)")
+    from cropformer.export.files import read_metadata
+
+    image = _image(2)
+    eager = load_segmenter(ckpts["semantic"], device="cpu", **VIEWS)(image)
+    runtime = load_segmenter(ckpts["semantic"], runtime="onnxruntime", **VIEWS)
+    exported = next((ckpts["semantic"].parent / "semantic.ckpt.exported").glob("*.onnx"))
+    meta = read_metadata(exported)
+    assert meta["task"] == "semantic" and [c["id"] for c in meta["classes"]] == IDS
+    alone = load_segmenter(exported)
+    assert alone.task == "semantic" and alone.classes == runtime.classes
+    for ent in (runtime(image), alone(image)):
+        assert ent.category_names == eager.category_names
+        assert np.mean(ent.semantic() == eager.semantic()) >= 0.999

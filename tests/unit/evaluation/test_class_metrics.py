@@ -1,5 +1,6 @@
 """Class-aware metrics: PQ against the COCO panopticapi algorithm on the shared COCO panoptic
-sample, mIoU against torchmetrics' Jaccard index, instance AP against pycocotools' COCOeval.
+sample and against torchmetrics' ``PanopticQuality`` (an installed peer; where the two rules
+agree), mIoU against torchmetrics' Jaccard index, instance AP against pycocotools' COCOeval.
 
 panopticapi is not on PyPI (and not installed here), so ``_panopticapi_pq`` below re-states its
 ``pq_compute_single_core`` and ``PQStat.pq_average`` (commit 7bb4655) line by line on the
@@ -213,6 +214,91 @@ def test_pq_equals_panopticapi_on_the_coco_sample(sample, seed):
         assert metric_from_records.compute()[key] == pytest.approx(value, abs=1e-9), key
     assert ours["pq_num_images"] == 2
     assert 0 < ours["pq"] < 100  # the perturbations cost something, not everything
+
+
+def _no_void_prediction(gt_map, segments, isthing_of, rng):
+    """A prediction on which panopticapi's and torchmetrics' PQ rules coincide: every pixel
+    predicted (torchmetrics also forgives a ground-truth segment mostly on predicted VOID, which
+    panopticapi counts as a false negative) and one segment per stuff class (torchmetrics merges
+    a stuff class's segments). Things are kept, shifted, eroded, split or given another thing
+    class; stuff is kept or shifted; what is left takes a stuff class."""
+    things = [c for c, t in isthing_of.items() if t]
+    stuff = [c for c, t in isthing_of.items() if not t]
+    pred = np.zeros_like(gt_map)
+    info: dict[int, int] = {}  # segment id -> category
+    stuff_id: dict[int, int] = {}
+    for i, s in enumerate(segments):
+        mask = (gt_map == s["id"]) & (pred == 0)
+        cat, seg_id = s["category_id"], 1000 + i
+        thing = isthing_of[cat]
+        action = rng.choice(
+            ["keep", "shift", "erode", "split", "relabel"] if thing else ["keep"] * 2 + ["shift"]
+        )
+        if action == "shift":
+            mask = np.roll(gt_map == s["id"], int(rng.integers(3, 40)), axis=1) & (pred == 0)
+        if action == "erode" and mask.any():
+            mask &= np.arange(mask.shape[0])[:, None] < np.median(np.nonzero(mask)[0])
+        if action == "relabel":
+            cat = int(rng.choice(things))
+        if not thing:
+            seg_id = stuff_id.setdefault(cat, seg_id)
+        if not mask.any():
+            continue
+        if action == "split":
+            top = mask & (np.arange(mask.shape[0])[:, None] < np.median(np.nonzero(mask)[0]))
+            pred[top], info[2000 + i] = 2000 + i, cat
+            mask &= ~top
+        pred[mask], info[seg_id] = seg_id, cat
+    rest = pred == 0
+    if rest.any():
+        cat = int(rng.choice(stuff))
+        seg_id = stuff_id.setdefault(cat, 999)
+        pred[rest], info[seg_id] = seg_id, cat
+    return pred, [{"id": k, "category_id": v} for k, v in info.items() if (pred == k).any()]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pq_equals_torchmetrics_panoptic_quality(sample, seed):
+    from torchmetrics.detection import PanopticQuality
+
+    _paths, gt_json, gt_maps, _records, cats = sample
+    isthing_of = {c.id: c.isthing for c in cats}
+    peer = PanopticQuality(
+        things={c.id for c in cats if c.isthing},
+        stuffs={c.id for c in cats if not c.isthing},
+        return_sq_and_rq=True,
+    )
+    ours = PanopticQualityMetric(cats.isthing)
+    rng = np.random.default_rng(seed)
+    for ann in gt_json["annotations"]:
+        # torchmetrics has no crowd: crowd regions become VOID in the ground truth of both
+        gt_map = gt_maps[ann["image_id"]].copy()
+        segments = [s for s in ann["segments_info"] if not s["iscrowd"]]
+        gt_map[~np.isin(gt_map, [s["id"] for s in segments])] = VOID
+        pred, pred_info = _no_void_prediction(gt_map, segments, isthing_of, rng)
+        ours.update(
+            ann["image_id"],
+            torch.from_numpy(pred),
+            [{"id": s["id"], "category": cats.contiguous(s["category_id"])} for s in pred_info],
+            torch.from_numpy(gt_map),
+            [
+                {"id": s["id"], "category": cats.contiguous(s["category_id"]), "iscrowd": 0}
+                for s in segments
+            ],
+        )
+
+        def pairs(id_map, infos):  # (H, W, 2) (category id, segment id); VOID: category 0
+            lut = {s["id"]: s["category_id"] for s in infos}
+            cat = np.vectorize(lambda i: lut.get(int(i), 0))(id_map)
+            return torch.from_numpy(np.stack([cat, id_map], -1).astype(np.int64))[None]
+
+        peer.update(pairs(pred, pred_info), pairs(gt_map, segments))
+    pq, sq, rq = (float(v) * 100.0 for v in peer.compute())
+    out = ours.compute()
+    # torchmetrics computes IoUs and the per-class ratios in float32 (ours: float64)
+    for key, value in (("pq", pq), ("sq", sq), ("rq", rq)):
+        assert out[key] == pytest.approx(value, rel=1e-6), key
+    assert 0 < out["pq"] < 100  # the perturbations cost something, not everything
 
 
 def test_pq_perfect_and_each_image_once(sample):
