@@ -304,12 +304,17 @@ class CropFormerModule(L.LightningModule):
         first = next(
             (k for k, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs))
         )
+
+        def name(cats: Any) -> str:
+            if first >= len(cats):
+                return "none"
+            c = cats[first]
+            return f"{c.id} {c.name!r} ({'thing' if c.isthing else 'stuff'})"
+
         raise UserError(
             f"the checkpoint's {len(ours)} classes are not the data's {len(theirs)} classes "
-            f"(first difference at class index {first}: "
-            f"{ours[first] if first < len(ours) else None} vs "
-            f"{theirs[first] if first < len(theirs) else None}); evaluate on data with the class "
-            "set it was trained on (data=... and data.categories)"
+            f"(first difference at class index {first}: {name(ours)} vs {name(theirs)}); "
+            "evaluate on data with the class set it was trained on (data=... and data.categories)"
         )
 
     # ------------------------------------------------------------------ evaluation

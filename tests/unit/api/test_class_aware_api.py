@@ -97,7 +97,7 @@ def test_eval_data_with_other_classes_is_one_line(ckpts):
             SimpleNamespace(task="panoptic", class_set=CategorySet.from_json(other))
         )
     line = str(err.value)
-    assert "\n" not in line and "class index 2" in line and "wolf" in line and "dog" in line
+    assert "\n" not in line and "class index 2: 31 'dog' (thing) vs 31 'wolf' (thing)" in line
     with pytest.raises(UserError, match="5 classes are not the data's 4 classes"):
         module._check_data_classes(
             SimpleNamespace(task="panoptic", class_set=CategorySet.from_json(CLASSES[:4]))
