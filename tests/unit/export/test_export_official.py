@@ -53,5 +53,6 @@ def test_official_architecture_exports(model: str, tmp_path) -> None:
     photos = [synthetic_photo(300, 410, seed=1)]
     for path, runtime in ((onnx_path, "onnxruntime"), (xml, "openvino")):
         result = compare(net, ExportedNetwork(path, runtime), fusion, settings, photos)
+        print(f"{model} {runtime}: {result}")  # the figures, with pytest -s
         assert result["raw_relative_error"] <= RAW_TOLERANCE, (runtime, result)
         assert result["pixel_agreement"] >= PIXEL_AGREEMENT, (runtime, result)
