@@ -95,7 +95,9 @@ def measure(
 
     cfg = compose_config([f"model={model}"]).model
     torch.manual_seed(0)
-    net = instantiate(cfg.net).eval()
+    # inference only; and FlopCounterMode's module tracker fails on the no_grad views of
+    # parameters that require grad (the decoder's expanded query embeddings)
+    net = instantiate(cfg.net).eval().requires_grad_(False)
     fusion = instantiate(cfg.fusion)
     crops = 4 if net.association is not None else 0
     settings = test_settings(
