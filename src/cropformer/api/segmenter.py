@@ -51,8 +51,8 @@ class Segmenter:
         info: CheckpointInfo,
         settings: dict[str, Any],
         fusion_config: Mapping[str, Any] | None = None,
-        output_mode: OutputMode | str | Mapping[str, Any] | None = None,
         *,
+        output_mode: OutputMode | str | Mapping[str, Any] | None = None,
         task: str = "entity",
         classes: CategorySet | None = None,
     ):
@@ -348,7 +348,7 @@ def load_segmenter(
             parts.info,
             parts.settings,
             parts.fusion_config,
-            OutputMode.of(output),
+            output_mode=OutputMode.of(output),
             task=parts.task,
             classes=parts.classes,
         )
@@ -392,7 +392,7 @@ def load_segmenter(
         info,
         settings,
         loaded.fusion_config,
-        output_mode,
+        output_mode=output_mode,
         task=loaded.task,
         classes=classes,
     )

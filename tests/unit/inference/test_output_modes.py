@@ -7,28 +7,13 @@ import io
 import numpy as np
 import pytest
 import torch
+from helpers.official_demo import demo_restated
 from PIL import Image
 
 from cropformer.evaluation.writers import write_id_map_png
 from cropformer.inference.output_modes import OutputMode, output_areas
 from cropformer.schema import EntityPrediction
 from cropformer.utils.errors import UserError
-
-
-def demo_restated(masks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """The official demo_from_dirs.py id map, restated step by step (qqlu/Entity, read for facts):
-    keep ``score >= threshold``; sort the kept scores ascending; paint the kept mask at position
-    ``j`` of the kept list with ``j + 1``, lowest score first, so the highest score wins.
-    (The demo's canvas is uint8; an int64 canvas here shows what it means to write.)
-
-    Shape: masks (M, H, W) bool, scores (M,) -> (H, W) int64.
-    """
-    selected = np.flatnonzero(scores >= threshold)
-    canvas = np.zeros(masks.shape[1:], dtype=np.int64)
-    order = np.argsort(scores[selected], kind="stable")
-    for j in order:
-        canvas[masks[selected[j]]] = j + 1
-    return canvas
 
 
 def _prediction(seed: int, M: int = 12, H: int = 40, W: int = 50, empty: int = 3):

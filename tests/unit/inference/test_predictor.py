@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -214,8 +216,10 @@ def test_a_batch_of_frames_gives_the_ids_of_one_frame_at_a_time(tiny_nets, name)
     p = EntityPredictor(
         tiny_nets[name], MultiViewFusion(), short_side=32, max_size=48, num_crops=crops
     )
-    info = CheckpointInfo(path=None, kind="test", model=name, step=None, stored_views={})  # type: ignore[arg-type]
-    seg = Segmenter(p, info, {}, {"format": "official_demo", "score_threshold": 0.0})
+    info = CheckpointInfo(path=Path(name), kind="test", model=name, step=None, stored_views={})
+    mode = {"format": "official_demo", "score_threshold": 0.0}
+    seg = Segmenter(p, info, {}, output_mode=mode)
+    assert seg.output_mode.format == "official_demo"
     calls = []
     handle = p.net.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0]))
     try:
