@@ -215,3 +215,48 @@ def test_command_line_runtime_options(tmp_path) -> None:
         runtime_options(OmegaConf.create({"runtime": "onnxruntime", "exported": "none.onnx"}))
     with pytest.raises(UserError, match="runtime=trt"):
         runtime_options(OmegaConf.create({"runtime": "trt"}))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_int8_file_is_quantized_and_runs(exported_small, tmp_path, runtime) -> None:
+    """precision=int8: a quantized file of its own (QDQ / FakeQuantize nodes), calibrated on the
+    test views of the given images, marked int8 in its metadata, with eager's output shapes."""
+    from PIL import Image
+
+    from cropformer.data.collate import collate
+    from cropformer.data.views import InferenceViews
+    from cropformer.export.files import read_metadata
+    from cropformer.export.int8 import calibration_feeds, quantize_onnx, quantize_openvino
+    from cropformer.inference.predictor import EvalViews
+
+    net, onnx_path, xml = exported_small("regnet", True)
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for i, photo in enumerate(PHOTOS):
+        Image.fromarray(photo).save(folder / f"{i}.jpg")
+    feeds = calibration_feeds(folder, _settings(5), count=2)
+    assert len(feeds) == 2 and feeds[0]["images"].shape[0] == 5
+    if runtime == "onnxruntime":
+        import onnx
+
+        target = tmp_path / "int8.onnx"
+        quantize_onnx(onnx_path, target, feeds)
+        ops = {node.op_type for node in onnx.load(str(target)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    else:
+        import openvino as ov
+
+        target = tmp_path / "int8.xml"
+        quantize_openvino(xml, target, feeds)
+        ops = {op.get_type_name() for op in ov.Core().read_model(str(target)).get_ops()}
+        assert "FakeQuantize" in ops
+    meta = read_metadata(target)
+    assert meta["precision"] == "int8" and meta["calibration_images"] == 2
+    views = EvalViews(InferenceViews(**_settings(5)))
+    batch = collate([views(PHOTOS[1], 0)])
+    args = {"num_views": 5, "view_sizes": batch["view_sizes"]}
+    with torch.no_grad():
+        ref = raw_outputs(net(batch["images"], aux=False, **args))
+    got = raw_outputs(ExportedNetwork(target, runtime)(batch["images"], **args))
+    assert [tuple(g.shape) for g in got] == [tuple(r.shape) for r in ref]
+    assert all(torch.isfinite(g).all() for g in got)
