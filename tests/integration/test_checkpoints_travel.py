@@ -254,19 +254,17 @@ def _predict_cmd(ckpt: Path, inputs: Path, out: Path, logs: Path) -> list[str]:
     ]
 
 
+def _predict_to_end(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
 def test_ctrl_c_on_predict_is_one_line_and_the_resume_is_byte_identical(made, tmp_path):
     inputs = tmp_path / "in"
     for i in range(16):
         _image(inputs / f"img{i:02d}.png", i, size=(320, 240))
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     clean, out = tmp_path / "clean", tmp_path / "out"
-    proc = subprocess.run(
-        _predict_cmd(made["plain"], inputs, clean, tmp_path / "logs"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _predict_to_end(_predict_cmd(made["plain"], inputs, clean, tmp_path / "logs"))
     # an unreadable input: the others are written, exit 3, the last line names the file
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "broken.jpg" in proc.stderr.strip().splitlines()[-1]
@@ -295,13 +293,7 @@ def test_ctrl_c_on_predict_is_one_line_and_the_resume_is_byte_identical(made, tm
     assert "Traceback" not in stderr and lines[-1].startswith("interrupted: predict stopped")
     assert "run the same command again to resume" in lines[-1]
 
-    resumed = subprocess.run(
-        _predict_cmd(made["plain"], inputs, out, tmp_path / "logs"),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = _predict_to_end(_predict_cmd(made["plain"], inputs, out, tmp_path / "logs"))
     assert resumed.returncode == 3, resumed.stderr[-2000:]
     files = sorted(p.name for p in clean.iterdir() if p.is_file())
     assert files == sorted(p.name for p in out.iterdir() if p.is_file())

@@ -3,15 +3,10 @@ image (DistributedSampler): every rank gets the single-process numbers."""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from helpers.ddp import run_ranks
 
 from cropformer.data.categories import CategorySet
 from cropformer.evaluation.instance_ap import InstanceAPMetric
@@ -87,30 +82,14 @@ def _run(image_ids):
     return {**pq.compute(), **sem.compute(), **ap.compute()}
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        padded = [1, 2, 3, 4, 5, 1]  # 5 images padded to 6 by repeating the first
-        out = _run(padded[rank::world])
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(out, f)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _work(rank: int, world: int) -> dict:
+    padded = [1, 2, 3, 4, 5, 1]  # 5 images padded to 6 by repeating the first
+    return _run(padded[rank::world])
 
 
 @pytest.mark.ddp
 def test_two_ranks_equal_one_process(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
-    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    r0, r1 = run_ranks(_work, tmp_path)
     single = _run([1, 2, 3, 4, 5])
     assert r0 == r1
     for key, value in single.items():

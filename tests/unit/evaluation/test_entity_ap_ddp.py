@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from _eval_synthetic import make_gt
+from helpers.ddp import run_ranks
 from scipy import ndimage
 
 from cropformer.evaluation.metric import EntityAPMetric
@@ -35,33 +33,20 @@ def _prediction(ids: np.ndarray, seed: int) -> dict:
     }
 
 
-def _worker(rank: int, world: int, port: int, gt_path: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        gt = json.loads(Path(gt_path).read_text())
-        _, maps = make_gt(num_images=5, seed=3)
-        image_ids = [img["id"] for img in gt["images"]]  # 5 images
-        # DistributedSampler(shuffle=False) pads 5 -> 6 by repeating the first image
-        padded = image_ids + image_ids[:1]
-        mine = padded[rank::world]  # rank 0: 0, 2, 4; rank 1: 1, 3, 0 (duplicate)
-        metric = EntityAPMetric(gt_path)
-        for image_id in mine:  # batch size 1, like the official test loader
-            metric.update([_prediction(maps[image_id], image_id)], torch.tensor([image_id]))
-        out = metric.compute()
-        out["num_results"] = len(metric.results())
-        out["num_images_seen"] = metric.num_images
-        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(out, f)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _work(gt_path: str, rank: int, world: int) -> dict:
+    gt = json.loads(Path(gt_path).read_text())
+    _, maps = make_gt(num_images=5, seed=3)
+    image_ids = [img["id"] for img in gt["images"]]  # 5 images
+    # DistributedSampler(shuffle=False) pads 5 -> 6 by repeating the first image
+    padded = image_ids + image_ids[:1]
+    mine = padded[rank::world]  # rank 0: 0, 2, 4; rank 1: 1, 3, 0 (duplicate)
+    metric = EntityAPMetric(gt_path)
+    for image_id in mine:  # batch size 1, like the official test loader
+        metric.update([_prediction(maps[image_id], image_id)], torch.tensor([image_id]))
+    out = metric.compute()
+    out["num_results"] = len(metric.results())
+    out["num_images_seen"] = metric.num_images
+    return out
 
 
 @pytest.mark.ddp
@@ -69,9 +54,7 @@ def test_two_ranks_uneven_split_count_every_image_once(tmp_path):
     gt, maps = make_gt(num_images=5, seed=3)
     gt_path = tmp_path / "gt.json"
     gt_path.write_text(json.dumps(gt))
-    mp.spawn(_worker, args=(2, _free_port(), str(gt_path), str(tmp_path)), nprocs=2, join=True)
-    r0 = json.loads((tmp_path / "rank0.json").read_text())
-    r1 = json.loads((tmp_path / "rank1.json").read_text())
+    r0, r1 = run_ranks(partial(_work, str(gt_path)), tmp_path)
     assert r0 == r1  # every rank returns the same numbers
     single = EntityAPMetric(str(gt_path))
     for image_id in sorted(maps):
