@@ -249,7 +249,8 @@ def local_path(path: str) -> Path:
     return root / m.group(2) if m.group(2) else root
 
 
-#: metrics a retrained checkpoint must reproduce exactly (CPU training is deterministic)
+#: metrics a retrained checkpoint must reproduce exactly (CPU training is deterministic on one
+#: kind of CPU: same thread count and instruction set; AVX2 and AVX-512 hosts train differently)
 REPRODUCED = ("test_entity_ap", "val_entity_ap")
 
 
@@ -276,7 +277,9 @@ def _checkpoint_of(name: str, job: Job, python: str) -> Path:
         if want is not None and (got is None or abs(float(got) - float(want)) > 1e-4):
             raise RuntimeError(
                 f"retraining {name} gave {key}={got}, its record says {want}: the record is not "
-                f"reproducible on this machine; delete results/runs/{name}.json to replace it"
+                f"reproducible on this machine (CPU training is deterministic only on the same "
+                f"instruction set and thread count; the record's provenance names its CPU); "
+                f"delete results/runs/{name}.json and its dependants to replace them"
             )
     retrained = metrics.get("last_checkpoint")
     if not retrained or not Path(retrained).is_file():
