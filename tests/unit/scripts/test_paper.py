@@ -276,3 +276,24 @@ def test_a_missing_checkpoint_is_retrained_and_must_reproduce_its_record(
         RuntimeError, match="not reproducible.*delete results/runs/t5_mask2former_s1"
     ):
         paper._checkpoint_of("t5_mask2former_s1", tta, "python")
+
+
+def test_table10b_starts_from_the_class_aware_stage1_and_says_so_when_missing(
+    paper: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = [j for j in paper.jobs() if j.table == "table10b"]
+    assert {j.info["seed"] for j in jobs} == set(paper.SEEDS)
+    for s in paper.SEEDS:  # the pair differs only in the model preset
+        cf, m2f = (next(j for j in jobs if j.name == f"t10b_{m}_s{s}") for m in
+                   ("cropformer", "mask2former"))  # fmt: skip
+        assert cf.overrides[1:] == m2f.overrides[1:]
+        assert "task=panoptic" in cf.overrides
+        assert any(o.startswith("model.init_checkpoint=") and paper.CLASS_PRETRAIN in o
+                   for o in cf.overrides)  # fmt: skip
+    ran: list[str] = []
+    monkeypatch.setattr(paper, "record_benchmark_sizes", lambda python: None)
+    monkeypatch.setattr(paper, "run_job", lambda job, python, lowres: ran.append(job.name))
+    args = ["--tables", "table10b", "--results", str(paper.RESULTS), "--logs", str(paper.LOGS)]
+    assert paper.main(args) == 2  # REPO is tmp_path: no stage-1 file there
+    err = capsys.readouterr().err
+    assert paper.CLASS_PRETRAIN in err and "task=panoptic" in err and ran == []
