@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -77,7 +78,11 @@ def export(run_dir: Path, out: Path) -> dict:
         "run_info": {k: v for k, v in run_info.items() if k not in ("host", "argv")},
         "run_provenance": run_prov,
         "val_metrics": {
-            k: v for k, v in metrics.items() if k.startswith("val_") or k == "entity_ap"
+            k: v
+            for k, v in metrics.items()
+            # a class-aware run has no entity AP (NaN): strict JSON readers refuse NaN
+            if (k.startswith("val_") or k == "entity_ap")
+            and not (isinstance(v, float) and math.isnan(v))
         },
         "num_tensors": len(state),
         "num_parameters": int(sum(v.numel() for v in state.values())),
