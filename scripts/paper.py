@@ -74,7 +74,7 @@ TTA_OVERRIDES = ["data/crop=fixed4", "inference.fusion.decoder=I-OC-merge"]
 #: entity stage-1 weights leave the class head untrained, and 200 steps from there give class
 #: scores that rarely pass the official 0.8 object-mask threshold (seed 1: val PQ 1.4, AP 1.0)
 CLASS_PRETRAIN = "benchmarks/embedded/panoptic/mask2former_tiny_pretrain_panoptic.pt"
-CLASS_TASK = ["task=panoptic", f"model.init_checkpoint=${{paths.root_dir}}/{CLASS_PRETRAIN}"]
+CLASS_TASK = ["task=panoptic", f"model.init_checkpoint={{repo}}/{CLASS_PRETRAIN}"]
 CLASS_METRICS = ("pq", "sq", "rq", "pq_th", "pq_st", "ap", "miou")
 #: the generated block in the README (or the docs page holding the markers)
 BEGIN, END = "<!-- paper-results:begin -->", "<!-- paper-results:end -->"
@@ -295,7 +295,7 @@ def _execute(
 ) -> tuple[dict[str, Any], Path, list[str], float]:
     """Run one job in ``logs/paper/<job>``; returns its metrics.json, folder, overrides, start."""
     run_dir = LOGS / job.name
-    overrides = [o.format(lowres=lowres) for o in job.overrides]
+    overrides = [o.format(lowres=lowres, repo=REPO) for o in job.overrides]
     if job.ckpt_of is not None:
         overrides = [f"ckpt={_checkpoint_of(job.ckpt_of, job, python)}", *overrides]
     if run_dir.exists():  # an interrupted earlier attempt: start it again from scratch

@@ -290,6 +290,12 @@ def test_table10b_starts_from_the_class_aware_stage1_and_says_so_when_missing(
         assert "task=panoptic" in cf.overrides
         assert any(o.startswith("model.init_checkpoint=") and paper.CLASS_PRETRAIN in o
                    for o in cf.overrides)  # fmt: skip
+    for job in paper.jobs():  # every override formats with the placeholders _execute fills
+        for o in job.overrides:
+            assert "{" not in o.format(lowres="L", repo="R"), o
+    assert f"model.init_checkpoint=R/{paper.CLASS_PRETRAIN}" in [
+        o.format(lowres="L", repo="R") for o in jobs[0].overrides
+    ]
     ran: list[str] = []
     monkeypatch.setattr(paper, "record_benchmark_sizes", lambda python: None)
     monkeypatch.setattr(paper, "run_job", lambda job, python, lowres: ran.append(job.name))
