@@ -165,7 +165,7 @@ def test_predict_writes_class_ids_and_names(trained, sample, tmp_path):
             "inference.short_side=128",
             "inference.max_size=192",
             # two training steps give no class a probability of 0.8: keep every query
-            "+inference.fusion.object_mask_threshold=0.0",
+            "inference.fusion.object_mask_threshold=0.0",
             "num_workers=0",
             "device=cpu",
             f"paths.log_dir={tmp_path}/logs",
@@ -212,7 +212,7 @@ def test_python_api_gives_predicts_classes_and_the_docs_example_runs(trained, sa
             f"ckpt={summary['last_checkpoint']}",
             f"input={photo}",
             f"output={out}",
-            "+inference.fusion.object_mask_threshold=0.0",
+            "inference.fusion.object_mask_threshold=0.0",
             "num_workers=0",
             "device=cpu",
             f"paths.log_dir={tmp_path}/logs",

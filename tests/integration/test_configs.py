@@ -193,6 +193,13 @@ def test_primary_configs_compose(name):
             "merge_threshold": None,
             "merge_metric": None,
             "merge_canvas_size": None,
+            # class-aware checkpoints only (conf/model/fusion/class_aware.yaml)
+            "object_mask_threshold": None,
+            "overlap_threshold": None,
+            "top_k": None,
+            "instance_score_threshold": None,
+            "segment_pixels": None,
+            "overlap_strict": None,
         },
     }
 

@@ -83,7 +83,11 @@ class LoadedCheckpoint:
 
         net = instantiate(self.net_config)
         self.load_into(net)
-        fusion = instantiate(self.fusion_config)
+        try:
+            fusion = instantiate(self.fusion_config)
+        except Exception as err:  # a bad fusion setting (Hydra wraps the constructor's error)
+            cause = err.__cause__ or err
+            raise UserError(f"ckpt={self.info.path}: fusion settings: {cause}") from err
         if self.classes and hasattr(fusion, "set_classes"):
             from cropformer.data.categories import CategorySet
 
@@ -131,6 +135,7 @@ def read_checkpoint(
     Raises:
         UserError: unreadable file, unknown format, or weights that do not fit (one line each).
     """
+    from cropformer.inference.class_fusion import check_fusion_options
     from cropformer.model.checkpoint_io import checkpoint_kind, network_state, read_weights_file
 
     path = Path(checkpoint).expanduser()
@@ -162,6 +167,7 @@ def read_checkpoint(
                 "drop model=/official_config= (they are for official detectron2 files)"
             )
         hparams = stored["hyper_parameters"]
+        check_fusion_options(_plain(hparams.get("fusion") or {}), overrides)
         info = CheckpointInfo(
             path=path,
             kind=kind,
@@ -182,6 +188,7 @@ def read_checkpoint(
         )
     if kind == "converted" and "net_config" in stored and model is None and not official_config:
         # a converted file that carries its configs (scripts/convert_official_checkpoint.py)
+        check_fusion_options(dict(stored["fusion_config"]), overrides)
         info = CheckpointInfo(
             path=path,
             kind=kind,
@@ -205,6 +212,7 @@ def read_checkpoint(
     base, net_cfg, name, views = _foreign_configs(
         path, stored, model, model_overrides, official_config
     )
+    check_fusion_options(_plain(base["fusion"]), overrides)
     info = CheckpointInfo(
         path=path, kind=kind, model=name, step=step, stored_views=views, **identity
     )

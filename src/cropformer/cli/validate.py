@@ -222,6 +222,50 @@ def _check_fusion(cfg: DictConfig) -> None:
         _check_int(
             cfg, f"{prefix}.merge_canvas_size", 1, "long side of the merge canvas", optional=True
         )
+    _check_class_fusion(cfg)
+
+
+def _check_class_fusion(cfg: DictConfig) -> None:
+    """The class-aware fusion's settings (``model.fusion`` of a class-aware task and the
+    ``inference.fusion`` overrides), and in train.py that the given ones are its own."""
+    from cropformer.inference.class_fusion import (
+        CLASS_DECODERS,
+        SEGMENT_PIXELS,
+        check_fusion_options,
+        is_class_aware,
+    )
+
+    for prefix in ("model.fusion", "inference.fusion"):
+        for key, what in (
+            ("object_mask_threshold", "class probability a panoptic segment needs, official 0.8"),
+            ("overlap_threshold", "kept share of a panoptic segment's mask, official 0.8"),
+            ("instance_score_threshold", "score of an instance in the id map, default 0.5"),
+        ):
+            if _select(cfg, f"{prefix}.{key}") is not None:
+                _check_fraction(cfg, f"{prefix}.{key}", 0.0, 1.0, what, open_low=False)
+        _check_int(cfg, f"{prefix}.top_k", 1, "instances per image, official 100", optional=True)
+        _check_choice(
+            cfg, f"{prefix}.segment_pixels", (None, *SEGMENT_PIXELS), "not a segment pixel rule"
+        )
+        if _select(cfg, f"{prefix}.overlap_strict") is not None:
+            _check_bool(cfg, f"{prefix}.overlap_strict")
+    model_fusion = _select(cfg, "model.fusion")
+    task = _select(cfg, "task.name")
+    if task is None or not isinstance(model_fusion, DictConfig) or "_target_" not in model_fusion:
+        return  # eval.py / predict.py: the checkpoint's fusion (checked when it is read)
+    fusion = {"_target_": model_fusion.get("_target_"), "task": task}
+    given = [k for k, v in (_select(cfg, "inference.fusion") or {}).items() if v is not None]
+    check_fusion_options(fusion, given)
+    if is_class_aware(fusion):
+        for key in ("model.fusion.decoder", "inference.fusion.decoder"):
+            value = _select(cfg, key)
+            if value is not None and value not in CLASS_DECODERS:
+                raise _fail(
+                    key,
+                    value,
+                    f"the view merge is entity-only; a class-aware task (task="
+                    f"{fusion['task']}) uses one of {', '.join(CLASS_DECODERS)}",
+                )
 
 
 def _check_inference(cfg: DictConfig) -> None:
@@ -302,6 +346,12 @@ def _check_task(cfg: DictConfig) -> None:
             "synthetic) or set data.num_classes=<number of categories>"
         )
     _check_int(cfg, "data.num_classes", 1, "number of classes of a class-aware task")
+    target = _select(cfg, "model.fusion._target_")
+    if target is not None and not str(target).endswith(".ClassAwareFusion"):
+        raise UserError(
+            f"task={task} fuses with classes (model/fusion=class_aware, which the task selects) "
+            f"but model.fusion._target_={target}; drop the model/fusion=... override"
+        )
 
 
 def check_values(cfg: DictConfig) -> None:

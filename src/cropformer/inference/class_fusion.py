@@ -19,13 +19,14 @@ this module does, and why:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, get_args
 
 import torch
 from torch import Tensor
 
-from cropformer.inference.fusion import MultiViewFusion
+from cropformer.inference.fusion import DECODER_CHOICES, MERGE_DECODER, MultiViewFusion
 from cropformer.inference.postprocess import (
     OBJECT_MASK_THRESHOLD,
     OVERLAP_THRESHOLD,
@@ -37,8 +38,61 @@ from cropformer.inference.postprocess import (
 )
 from cropformer.inference.regions import int_box as _int_box
 from cropformer.schema import Batch, Outputs
+from cropformer.utils.errors import UserError
 
 CLASS_TASKS = ("instance", "panoptic", "semantic")
+#: the fusion decoders of a class-aware model (the test-time view merge is entity-only)
+CLASS_DECODERS: tuple[str, ...] = tuple(d for d in DECODER_CHOICES if d != MERGE_DECODER)
+SEGMENT_PIXELS: tuple[str, ...] = get_args(SegmentPixels)
+#: settings only the class-aware fusion reads (conf/model/fusion/class_aware.yaml)
+CLASS_OPTIONS = (
+    "object_mask_threshold",
+    "overlap_threshold",
+    "top_k",
+    "instance_score_threshold",
+    "segment_pixels",
+    "overlap_strict",
+)
+#: ``MultiViewFusion`` settings of the entity outputs, which the class-aware fusion never reads
+ENTITY_OPTIONS = (
+    "double_sigmoid",
+    "order",
+    "mask_threshold",
+    "top_k_single_view",
+    "drop_empty",
+    "merge_threshold",
+    "merge_metric",
+    "merge_canvas_size",
+)
+
+
+def is_class_aware(fusion_config: Mapping[str, Any]) -> bool:
+    """Whether a fusion config (``_target_`` node) builds a ``ClassAwareFusion``."""
+    return str(fusion_config.get("_target_", "")).endswith(".ClassAwareFusion")
+
+
+def check_fusion_options(
+    fusion_config: Mapping[str, Any], given: Iterable[str], *, prefix: str = "inference.fusion"
+) -> None:
+    """Settings given for a fusion must be ones it reads: class-aware settings on an entity
+    model (or the entity-only ones on a class-aware model) would be silently ignored.
+
+    Raises:
+        UserError: names the first such setting and what the model is.
+    """
+    class_aware = is_class_aware(fusion_config)
+    for key in given:
+        if not class_aware and key in CLASS_OPTIONS:
+            raise UserError(
+                f"{prefix}.{key}: a class-aware setting (task=instance|panoptic|semantic), but "
+                "this is an entity model (its fusion has no classes); drop it"
+            )
+        if class_aware and key in ENTITY_OPTIONS:
+            raise UserError(
+                f"{prefix}.{key}: an entity-fusion setting, but this is a class-aware model "
+                f"(task={fusion_config.get('task')}), whose fusion does not read it; drop it "
+                f"(its settings: decoder, {', '.join(CLASS_OPTIONS)})"
+            )
 
 
 class ClassAwareFusion(MultiViewFusion):
@@ -54,7 +108,8 @@ class ClassAwareFusion(MultiViewFusion):
             this score; the instance output (AP) keeps all ``top_k``.
         segment_pixels, overlap_strict: see ``panoptic_inference`` (official defaults).
         **fusion: the ``MultiViewFusion`` settings (``decoder``, chunking, devices); the
-            entity-only ones (double sigmoid, order, drop_empty) do not apply here.
+            entity-only ones (``ENTITY_OPTIONS``: double sigmoid, order, the view merge ...)
+            are not read here, and ``decoder="I-OC-merge"`` is an error.
 
     Returns (per image, at the original size) a dict: ``panoptic`` (H, W) int32 (0 = void) and
     ``segments`` (panoptic), ``semantic`` (H, W) int64 (panoptic, semantic), ``instances``
@@ -81,6 +136,26 @@ class ClassAwareFusion(MultiViewFusion):
         super().__init__(**fusion)
         if task not in CLASS_TASKS:
             raise ValueError(f"fusion task={task!r} is not one of {CLASS_TASKS}")
+        if self.decoder not in CLASS_DECODERS:
+            # its crops-only fallback would silently fuse the wrong views
+            raise ValueError(
+                f"fusion decoder={self.decoder!r} merges entity outputs only; a class-aware "
+                f"model uses one of {', '.join(CLASS_DECODERS)}"
+            )
+        for name, value in (
+            ("object_mask_threshold", object_mask_threshold),
+            ("overlap_threshold", overlap_threshold),
+            ("instance_score_threshold", instance_score_threshold),
+        ):
+            number = value if isinstance(value, (int, float)) else math.nan
+            if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+                raise ValueError(f"fusion {name}={value!r} must lie in [0, 1]")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"fusion top_k={top_k!r} must be an integer >= 1")
+        if segment_pixels not in SEGMENT_PIXELS:
+            raise ValueError(
+                f"fusion segment_pixels={segment_pixels!r} is not one of {SEGMENT_PIXELS}"
+            )
         self.task = task
         self.isthing: list[bool] | None = None
         self.category_ids: list[int] = []

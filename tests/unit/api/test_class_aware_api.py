@@ -199,3 +199,56 @@ def test_exported_file_carries_the_classes(ckpts):
     for ent in (runtime(image), alone(image)):
         assert ent.category_names == eager.category_names
         assert np.mean(ent.semantic() == eager.semantic()) >= 0.999
+
+
+# ------------------------------------------------------------------ fusion settings
+def test_fusion_overrides_of_a_class_aware_checkpoint(ckpts, tmp_path):
+    """eval.py / predict.py / export pass inference.fusion.* to the loader: they replace the
+    stored settings of the ClassAwareFusion; the other fusion's settings are one line."""
+    loaded = read_checkpoint(ckpts["instance"], fusion={"top_k": 7, "overlap_threshold": None})
+    assert loaded.fusion_config["top_k"] == 7 and loaded.fusion_config["overlap_threshold"] == 0.8
+    _net, fusion = loaded.build()
+    assert fusion.top_k == 7 and fusion.task == "instance"
+    with pytest.raises(UserError, match=r"^inference.fusion.double_sigmoid: an entity-fusion"):
+        read_checkpoint(ckpts["instance"], fusion={"double_sigmoid": False})
+    entity = write_checkpoint(tmp_path / "e.ckpt", "entity")
+    with pytest.raises(UserError, match=r"^inference.fusion.top_k: a class-aware setting"):
+        read_checkpoint(entity, fusion={"top_k": 5})
+    with pytest.raises(UserError) as err:
+        read_checkpoint(ckpts["instance"], fusion={"top_k": 0}).build()
+    line = str(err.value)
+    assert "\n" not in line and line.endswith(
+        "fusion settings: fusion top_k=0 must be an integer >= 1"
+    )
+
+
+def test_export_stores_the_overridden_class_aware_settings(ckpts, tmp_path, monkeypatch):
+    """The exported file carries the fusion it was made with (overrides included): a file on
+    its own segments with them."""
+    import cropformer.cli.export as export_cli
+
+    captured: dict = {}
+
+    def fake_export(net, path, *, num_views, metadata, fmt):
+        captured.update(metadata)
+        path.write_bytes(b"x")
+
+    monkeypatch.setattr(export_cli, "export_network", fake_export)
+    cfg = compose_config(
+        [
+            f"ckpt={ckpts['panoptic']}",
+            f"output={tmp_path / 'm.onnx'}",
+            "verify=false",
+            "inference.fusion.object_mask_threshold=0.25",
+            "inference.fusion.segment_pixels=argmax",
+        ],
+        config_name="export",
+    )
+    export_cli.export(cfg)
+    fusion = captured["fusion"]
+    assert fusion["_target_"].endswith("ClassAwareFusion") and fusion["task"] == "panoptic"
+    assert fusion["object_mask_threshold"] == 0.25 and fusion["segment_pixels"] == "argmax"
+    assert fusion["overlap_threshold"] == 0.8  # stored value kept
+    assert captured["task"] == "panoptic" and [c["id"] for c in captured["classes"]] == IDS
+    rebuilt = instantiate(fusion)  # what load_exported builds from the file
+    assert rebuilt.object_mask_threshold == 0.25

@@ -105,3 +105,49 @@ def test_bad_values_are_one_line_errors_in_every_command(override, shown):
     for name, extra in commands.items():
         message = command_line_error(name, [*extra, override], conf_dir=find_conf_dir())
         assert message is not None and shown in message, (name, message)
+
+
+def test_class_aware_settings_reach_the_fusion_by_the_same_names():
+    """task=panoptic selects conf/model/fusion/class_aware.yaml; inference.fusion.* replaces its
+    values as for the entity fusion (train.py: what validation uses and the checkpoint stores)."""
+    from hydra.utils import instantiate
+
+    from cropformer.inference.class_fusion import ClassAwareFusion
+    from cropformer.run.config import compose_config
+
+    cfg = compose_config(
+        [
+            "task=panoptic",
+            "model.fusion.overlap_threshold=0.6",
+            "inference.fusion.object_mask_threshold=0.3",
+            "inference.fusion.top_k=7",
+            "inference.fusion.segment_pixels=argmax",
+            "inference.fusion.decoder=B-O",
+        ]
+    )
+    assert fusion_settings(cfg) == {
+        "decoder": "B-O",
+        "object_mask_threshold": 0.3,
+        "top_k": 7,
+        "segment_pixels": "argmax",
+    }
+    apply_to_model(cfg)
+    fusion = instantiate(cfg.model.fusion)
+    assert isinstance(fusion, ClassAwareFusion) and fusion.task == "panoptic"
+    assert (fusion.object_mask_threshold, fusion.overlap_threshold, fusion.top_k) == (0.3, 0.6, 7)
+    assert fusion.segment_pixels == "argmax" and fusion.decoder == "B-O"
+    assert fusion.instance_score_threshold == 0.5 and fusion.overlap_strict is False  # defaults
+
+
+def test_entity_fusion_config_is_unchanged_by_the_class_aware_options():
+    from cropformer.run.config import compose_config
+
+    cfg = compose_config([])
+    fusion = OmegaConf.to_container(cfg.model.fusion, resolve=True)
+    assert fusion["_target_"] == "cropformer.inference.fusion.MultiViewFusion"
+    assert not {"task", "object_mask_threshold", "top_k"} & set(fusion)
+    assert fusion_settings(cfg) == {}  # the class-aware overrides are null by default
+    for task in ("instance", "semantic"):
+        node = compose_config([f"task={task}"]).model.fusion
+        assert node._target_.endswith("ClassAwareFusion") and node.task == task
+        assert node.object_mask_threshold == 0.8 and node.top_k == 100  # the official values

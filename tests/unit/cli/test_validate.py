@@ -203,3 +203,63 @@ def test_keys_of_a_free_mapping_are_accepted():
 
     assert is_known("fusion.decoder", index, added=False)
     assert not is_known("test.short_sid", index, added=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["inference.fusion.object_mask_threshold=1.5"],
+            "inference.fusion.object_mask_threshold=1.5: must be a number in [0.0, 1.0]",
+        ),
+        (["model.fusion.overlap_threshold=-0.1"], "model.fusion.overlap_threshold=-0.1: must"),
+        (["inference.fusion.top_k=0"], "inference.fusion.top_k=0: must be an integer >= 1"),
+        (["inference.fusion.instance_score_threshold=x"], "inference.fusion.instance_score_th"),
+        (
+            ["inference.fusion.segment_pixels=max"],
+            "inference.fusion.segment_pixels='max': not a segment pixel rule; use one of "
+            "official, argmax",
+        ),
+        (["inference.fusion.overlap_strict=maybe"], "inference.fusion.overlap_strict='maybe'"),
+        (
+            ["inference.fusion.double_sigmoid=false"],
+            "inference.fusion.double_sigmoid: an entity-fusion setting",
+        ),
+        (
+            ["inference.fusion.decoder=I-OC-merge"],
+            "inference.fusion.decoder='I-OC-merge': the view merge is entity-only",
+        ),
+    ],
+)
+def test_bad_class_aware_fusion_values_are_one_line(overrides, expected):
+    message = _error("task=panoptic", *overrides)
+    assert message is not None and "\n" not in message
+    assert message.startswith(expected)
+
+
+def test_class_aware_fusion_settings_are_checked_in_every_command():
+    good = [
+        "inference.fusion.object_mask_threshold=0.5",
+        "inference.fusion.overlap_threshold=0.0",
+        "inference.fusion.top_k=50",
+        "inference.fusion.instance_score_threshold=1",
+        "inference.fusion.segment_pixels=argmax",
+        "inference.fusion.overlap_strict=true",
+    ]
+    assert _error("task=instance", "model.fusion.top_k=10", *good) is None
+    assert _error("ckpt=x.ckpt", *good, name="eval") is None
+    assert _error("ckpt=x.ckpt", "input=x", *good, name="predict") is None
+    message = _error("ckpt=x.ckpt", "inference.fusion.top_k=-1", name="eval")
+    assert message is not None and message.startswith("inference.fusion.top_k=-1: must be")
+    # an entity run: the class-aware settings would be ignored
+    message = _error("inference.fusion.top_k=50")
+    assert message is not None and message.startswith(
+        "inference.fusion.top_k: a class-aware setting (task=instance|panoptic|semantic)"
+    )
+
+
+def test_class_aware_task_with_an_entity_fusion_is_one_line():
+    message = _error("task=semantic", "model/fusion=fixed")
+    assert message is not None and message.startswith(
+        "task=semantic fuses with classes (model/fusion=class_aware"
+    )

@@ -103,3 +103,39 @@ def test_errors_name_the_problem():
     fusion.set_classes([True, False])
     with pytest.raises(ValueError, match="gives 4 classes but the data has 2"):
         fusion(outputs, _batch(1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"object_mask_threshold": 1.5}, r"object_mask_threshold=1.5 must lie in \[0, 1\]"),
+        ({"overlap_threshold": "high"}, r"overlap_threshold='high' must lie in \[0, 1\]"),
+        ({"instance_score_threshold": -0.1}, r"instance_score_threshold=-0.1 must lie"),
+        ({"top_k": 0}, r"top_k=0 must be an integer >= 1"),
+        ({"top_k": 2.5}, r"top_k=2.5 must be an integer >= 1"),
+        ({"segment_pixels": "max"}, r"segment_pixels='max' is not one of"),
+        # the view merge is entity-only: its crops-only fallback would fuse the wrong views
+        ({"decoder": "I-OC-merge"}, r"decoder='I-OC-merge' merges entity outputs only"),
+    ],
+)
+def test_bad_settings_are_one_line(kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        ClassAwareFusion(task="panoptic", isthing=ISTHING, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_settings_of_the_other_fusion_are_named():
+    from cropformer.inference.class_fusion import check_fusion_options
+    from cropformer.utils.errors import UserError
+
+    class_aware = {
+        "_target_": "cropformer.inference.class_fusion.ClassAwareFusion",
+        "task": "instance",
+    }
+    entity = {"_target_": "cropformer.inference.fusion.MultiViewFusion"}
+    check_fusion_options(class_aware, ["decoder", "top_k", "segment_pixels"])
+    check_fusion_options(entity, ["decoder", "double_sigmoid", "merge_metric"])
+    with pytest.raises(UserError, match=r"^inference.fusion.top_k: a class-aware setting"):
+        check_fusion_options(entity, ["decoder", "top_k"])
+    with pytest.raises(UserError, match=r"^x.double_sigmoid: an entity-fusion setting.*instance"):
+        check_fusion_options(class_aware, ["double_sigmoid"], prefix="x")
