@@ -215,6 +215,8 @@ def runtime_parts(
     model: str | None,
     official_config: str | Path | None,
     views: dict[str, Any],
+    official_task: str | None = None,
+    official_classes: Any = None,
 ) -> RuntimeParts:
     """``load_segmenter``'s parts for an exported file, or for a checkpoint run by ONNX Runtime /
     OpenVINO: runtime network, fusion, test settings, ``CheckpointInfo``, fusion config, task
@@ -224,10 +226,15 @@ def runtime_parts(
 
     device = "cpu" if device == "auto" else device
     if is_exported(checkpoint):
-        if any(v is not None for v in views.values()) or fusion and any(fusion.values()):
+        if (
+            any(v is not None for v in views.values())
+            or (fusion and any(v is not None for v in fusion.values()))
+            or official_task is not None
+            or official_classes is not None
+        ):
             raise UserError(
-                f"ckpt={checkpoint} is an exported file: it carries its test views and fusion; "
-                "export the checkpoint again to change them"
+                f"ckpt={checkpoint} is an exported file: it carries its test views, fusion, task "
+                "and classes; export the checkpoint again to change them"
             )
         net, fusion_module, settings = load_exported(
             checkpoint, runtime=runtime, precision=precision, device=device
@@ -245,7 +252,12 @@ def runtime_parts(
         classes = meta.get("classes")
     else:
         loaded = read_checkpoint(
-            checkpoint, fusion=fusion, model=model, official_config=official_config
+            checkpoint,
+            fusion=fusion,
+            model=model,
+            official_config=official_config,
+            official_task=official_task,
+            official_classes=official_classes,
         )
         eager, fusion_module = loaded.build()
         info = loaded.info

@@ -277,6 +277,8 @@ def load_segmenter(
     fusion: Mapping[str, Any] | None = None,
     model: str | None = None,
     official_config: str | Path | None = None,
+    official_task: str | None = None,
+    official_classes: Any = None,
     view_chunk: int | str | None = "auto",
     pixel_decoder: str | None = "auto",
     runtime: str = "torch",
@@ -295,6 +297,9 @@ def load_segmenter(
             (official file: 800, 1333, 4, 0.7).
         fusion: fusion overrides, e.g. ``{"decoder": "B-O"}`` (None values keep the stored ones).
         model, official_config: the architecture of an official file (default: from its keys).
+        official_task, official_classes: an official class-aware file's task (``instance``,
+            ``panoptic``, ``semantic``) and class set (a categories json file or list); see
+            ``read_checkpoint``.
         view_chunk: views per backbone pass (``auto``: 1 on CPU, all on GPU).
         pixel_decoder: under bf16/fp16: ``auto`` (= ``encoder``: its deformable encoder in
             bf16, FPN and mask features fp32), ``fp32`` (official autocast behaviour) or ``all``.
@@ -328,6 +333,8 @@ def load_segmenter(
             fusion=fusion,
             model=model,
             official_config=official_config,
+            official_task=official_task,
+            official_classes=official_classes,
             views={
                 "short_side": short_side,
                 "max_size": max_size,
@@ -361,7 +368,12 @@ def load_segmenter(
         raise UserError(f"device={device} but no CUDA device is visible; use device=cpu")
     output_mode = OutputMode.of(output)
     loaded = read_checkpoint(
-        checkpoint, fusion=fusion, model=model, official_config=official_config
+        checkpoint,
+        fusion=fusion,
+        model=model,
+        official_config=official_config,
+        official_task=official_task,
+        official_classes=official_classes,
     )
     net, fusion_module = loaded.build()
     info = loaded.info

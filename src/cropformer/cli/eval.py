@@ -38,6 +38,23 @@ def _apply_precision(cfg: DictConfig) -> None:
         OmegaConf.update(cfg, "trainer.precision", entry.trainer, merge=False)
 
 
+def _check_data_classes(loaded: Any, cfg: DictConfig) -> None:
+    """An official class-aware file (no class set of its own) is scored on the data's classes:
+    as many as its class head predicts (the order is the data's: the official contiguous one)."""
+    from cropformer.model.convert import class_head_mismatch, class_head_shape
+
+    if loaded.task == "entity" or loaded.classes:
+        return
+    head = class_head_shape(loaded.state)
+    assert head is not None  # a class-aware task comes from the class head
+    given = OmegaConf.select(cfg, "data.num_classes", default=None)
+    fix = f"evaluate on data with its {head[0] - 1} classes (data=<a config with classes>)"
+    if given is None:
+        raise class_head_mismatch(head, 1, source="data (no data.num_classes)", fix=fix)
+    if int(given) != head[0] - 1:
+        raise class_head_mismatch(head, int(given), source=f"data.num_classes={given}", fix=fix)
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on ``cfg.split``; write ``metrics.json`` and the COCO results json."""
     started = time.time()
@@ -62,9 +79,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fusion=fusion_settings(cfg),
         model=cfg.get("model"),
         official_config=cfg.get("official_config"),
+        official_task=cfg.get("official_task"),
     )
     module, info = CropFormerModule.from_loaded(loaded), loaded.info
     apply_to_data(cfg, training=False)
+    _check_data_classes(loaded, cfg)
     task = str(getattr(module, "task", "entity"))
     if task != "entity" and "task" in cfg.data:
         # the split's ground truth with classes (e.g. the synthetic <split>_classes.json)

@@ -50,6 +50,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         fusion=fusion_settings(cfg),
         model=cfg.get("model"),  # type: ignore[arg-type]
         official_config=cfg.get("official_config"),
+        official_task=cfg.get("official_task"),
+        official_classes=cfg.get("official_classes"),
     )
     net, fusion = loaded.build()
     info = loaded.info

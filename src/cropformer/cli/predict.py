@@ -74,6 +74,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         fusion=fusion_settings(cfg),
         model=cfg.get("model"),  # type: ignore[arg-type]
         official_config=cfg.get("official_config"),
+        official_task=cfg.get("official_task"),
+        official_classes=cfg.get("official_classes"),
         view_chunk=view_chunk,
         pixel_decoder=pixel_decoder_setting(cfg.get("pixel_decoder", "auto")),
         **runtime_options(cfg),

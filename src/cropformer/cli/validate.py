@@ -373,6 +373,12 @@ def check_values(cfg: DictConfig) -> None:
     _check_int(cfg, "model.criterion.num_points", 1, "sampled points per mask", optional=True)
     _check_int(cfg, "seed", 0, "random seed; null = none", optional=True)
     _check_choice(cfg, "split", ("val", "test"), "not a split")
+    _check_choice(
+        cfg,
+        "official_task",
+        (None, "instance", "panoptic", "semantic"),
+        "the task of an official class-aware file; null for entity files",
+    )
 
 
 # --------------------------------------------------------------------------- command line

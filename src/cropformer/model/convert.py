@@ -259,6 +259,90 @@ def official_num_queries(state_dict: Mapping[str, Any]) -> int | None:
     return shape[0] if shape else None
 
 
+#: the official class head: C + 1 rows (C classes, then no-object); entity models have C = 1
+CLASS_HEAD_KEY = f"{_D}class_embed.weight"
+#: its name in this package (``convert_official_state_dict``)
+OUR_CLASS_HEAD_KEY = "decoder.class_head.weight"
+
+
+def class_head_shape(state_dict: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The class head's weight shape (C + 1, hidden) of an official or converted state dict."""
+    inner = _unwrap(state_dict)
+    head = inner.get(CLASS_HEAD_KEY, inner.get(OUR_CLASS_HEAD_KEY))
+    return _shape(head) if head is not None else None
+
+
+def official_num_classes(state_dict: Mapping[str, Any]) -> int | None:
+    """C of an official or converted state dict: rows of the class head less the no-object row
+    (1 for the entity models, e.g. 133 for Mask2Former COCO panoptic); None without one.
+
+    Raises:
+        UserError: a class head of fewer than 2 rows (names the key and its shape).
+    """
+    shape = class_head_shape(state_dict)
+    if shape is None or len(shape) != 2:
+        return None
+    if shape[0] < 2:
+        raise UserError(
+            f"official key {CLASS_HEAD_KEY!r} has shape {shape}: a class head has C + 1 >= 2 "
+            "rows (the classes, then no-object); is it a Mask2Former/CropFormer file?"
+        )
+    return shape[0] - 1
+
+
+def class_head_mismatch(
+    shape: tuple[int, ...], expected: int, *, source: str, fix: str
+) -> UserError:
+    """The one-line error for a file's class head of ``shape`` (C + 1, hidden) where ``source``
+    builds ``expected`` classes: names the official key, both shapes and the override (``fix``)."""
+    found = shape[0] - 1
+    rest = "".join(f", {s}" for s in shape[1:])
+
+    def what(c: int) -> str:
+        return "1 entity class" if c == 1 else f"{c} classes"
+
+    return UserError(
+        f"official key {CLASS_HEAD_KEY!r} has shape ({found + 1}{rest}) ({what(found)} + "
+        f"no-object) but {source} gives ({expected + 1}{rest}) ({what(expected)}); {fix}"
+    )
+
+
+def official_class_settings(cfg: Mapping[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(task, class-aware fusion settings) of an official class-aware (resolved) config.
+
+    Mask2Former's ``MODEL.MASK_FORMER.TEST`` flags: a panoptic model evaluates panoptic,
+    instance and semantic outputs (``PANOPTIC_ON``: our ``panoptic``), an instance model
+    ``INSTANCE_ON`` only, a semantic one ``SEMANTIC_ON`` only; task None when none is on. The
+    settings are its ``OBJECT_MASK_THRESHOLD``, ``OVERLAP_THRESHOLD`` and
+    ``TEST.DETECTIONS_PER_IMAGE`` (absent ones keep ours, which are the official defaults).
+    """
+    test = _get(cfg, "MODEL.MASK_FORMER.TEST", {})
+    test = test if isinstance(test, Mapping) else {}
+    task = next(
+        (
+            name
+            for flag, name in (
+                ("PANOPTIC_ON", "panoptic"),
+                ("INSTANCE_ON", "instance"),
+                ("SEMANTIC_ON", "semantic"),
+            )
+            if test.get(flag)
+        ),
+        None,
+    )
+    settings: dict[str, Any] = {}
+    for key, ours in (
+        ("OBJECT_MASK_THRESHOLD", "object_mask_threshold"),
+        ("OVERLAP_THRESHOLD", "overlap_threshold"),
+    ):
+        if key in test:
+            settings[ours] = float(test[key])
+    detections = _get(cfg, "TEST.DETECTIONS_PER_IMAGE", {})
+    if isinstance(detections, int) and not isinstance(detections, bool):
+        settings["top_k"] = detections
+    return task, settings
+
+
 def _get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
     node: Any = cfg
     for part in dotted.split("."):

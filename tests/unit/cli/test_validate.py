@@ -256,6 +256,8 @@ def test_class_aware_fusion_settings_are_checked_in_every_command():
     assert message is not None and message.startswith(
         "inference.fusion.top_k: a class-aware setting (task=instance|panoptic|semantic)"
     )
+    message = _error("ckpt=x.ckpt", "input=x", "official_task=panoptik", name="predict")
+    assert message is not None and message.startswith("official_task='panoptik'")
 
 
 def test_class_aware_task_with_an_entity_fusion_is_one_line():
