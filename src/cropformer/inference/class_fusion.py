@@ -33,6 +33,7 @@ from cropformer.inference.postprocess import (
     TOP_K,
     SegmentPixels,
     instance_inference,
+    instance_queries,
     panoptic_inference,
     semantic_inference,
 )
@@ -222,7 +223,13 @@ class ClassAwareFusion(MultiViewFusion):
                         (image_level["pred_masks"][b * T], view_sizes[b * T], boxes_list[b][0])
                     ]
                 H, W = int(orig_sizes[b][0]), int(orig_sizes[b][1])
-                probs = self.fused_probabilities(views, padded_hw, (H, W))
+                # the instance task reads the masks of its top-k queries only
+                # (on the device classify() runs it on, so that top-k ties break the same way)
+                queries = None
+                if self.task == "instance":
+                    device = self.device if self.device is not None else views[0][0].device
+                    queries = instance_queries(logits.float().to(device), top_k=self.top_k)
+                probs = self.fused_probabilities(views, padded_hw, (H, W), queries=queries)
                 results.append(self.classify(logits, probs))
         return results
 
@@ -231,8 +238,12 @@ class ClassAwareFusion(MultiViewFusion):
         views: Sequence[tuple[Tensor, Sequence[int], Sequence[float]]],
         padded_hw: tuple[int, int],
         orig_hw: tuple[int, int],
+        *,
+        queries: Tensor | None = None,
     ) -> Tensor:
         """Per-query mask probabilities at the original size, averaged over the used views.
+
+        ``queries`` given: only their rows are computed (the others are left unset, never read).
 
         Shape: views' mask logits (Q, h, w); returns (Q, H, W) float32.
         """
@@ -247,12 +258,21 @@ class ClassAwareFusion(MultiViewFusion):
         for x0, y0, x1, y1 in boxes:
             coverage[y0:y1, x0:x1] += 1.0
         single = len(views) == 1 and boxes[0] == (0, 0, W, H)
-        for start in range(0, Q, chunk):
-            q_ids = torch.arange(start, min(start + chunk, Q), device=device)
+        wanted = torch.arange(Q, device=device) if queries is None else queries.to(device)
+        for start in range(0, int(wanted.numel()), chunk):
+            q_ids = wanted[start : start + chunk]
             canvas = self._fused_canvas(
                 views, boxes, full_ids, q_ids, padded_hw, orig_hw, device, apply_sigmoid=True
             )
-            out[start : start + chunk] = canvas if single else canvas / coverage
+            if queries is None:  # rows start..: divide straight into them (no temporary)
+                target = out[start : start + int(q_ids.numel())]
+                if single:
+                    target.copy_(canvas)
+                else:
+                    torch.div(canvas, coverage, out=target)
+            else:
+                out[q_ids] = canvas if single else canvas / coverage
+            del canvas
         return out
 
     def classify(self, class_logits: Tensor, probs: Tensor) -> dict[str, Any]:
@@ -299,7 +319,7 @@ class ClassAwareFusion(MultiViewFusion):
             keep = keep[inst["scores"][keep].argsort(descending=True, stable=True)]
             id_map = torch.full((H, W), -1, dtype=torch.int32, device=probs.device)
             for k in reversed(range(int(keep.numel()))):  # the most confident is painted last
-                id_map[inst["masks"][keep[k]]] = k
+                id_map.masked_fill_(inst["masks"][keep[k]], k)
             scores = inst["scores"][keep].float()
             labels = inst["labels"][keep]
             queries = inst["query_indices"][keep]

@@ -29,6 +29,9 @@ TOP_K = 100
 
 SegmentPixels = Literal["official", "argmax"]
 
+#: elements of the (kept queries, rows, W) block of the panoptic winner pass
+_BLOCK_ELEMENTS = 1 << 22
+
 
 def semantic_inference(class_logits: Tensor, mask_probs: Tensor) -> Tensor:
     """Per-class scores: sum over queries of class probability x mask probability.
@@ -38,6 +41,17 @@ def semantic_inference(class_logits: Tensor, mask_probs: Tensor) -> Tensor:
     """
     cls = class_logits.float().softmax(-1)[:, :-1]
     return torch.einsum("qc,qhw->chw", cls, mask_probs.float())
+
+
+def instance_queries(class_logits: Tensor, *, top_k: int = TOP_K) -> Tensor:
+    """The queries whose masks ``instance_inference`` reads (those of its top-k pairs), sorted.
+
+    Shape: class_logits (Q, C+1) -> (n,) int64.
+    """
+    num_classes = class_logits.shape[1] - 1
+    scores = class_logits.float().softmax(-1)[:, :-1]
+    flat = scores.flatten().topk(min(top_k, scores.numel()), sorted=False).indices
+    return torch.unique(torch.div(flat, num_classes, rounding_mode="floor"))
 
 
 def instance_inference(
@@ -76,13 +90,22 @@ def instance_inference(
             labels_per_image[keep],
             query[keep],
         )
-    probs = mask_probs[query.to(mask_probs.device)].float()
-    masks = probs > 0.5
-    binary = masks.flatten(1).float()
-    mask_scores = (probs.flatten(1) * binary).sum(1) / (binary.sum(1) + 1e-6)
+    # A query is often kept with several classes: its mask and mask score are computed once
+    # (not per pair, as the official code does on a (k, H, W) float copy).
+    unique, inverse = torch.unique(query, return_inverse=True)
+    H, W = mask_probs.shape[-2:]
+    n, device = int(unique.numel()), mask_probs.device
+    unique_masks = torch.empty((n, H, W), dtype=torch.bool, device=device)
+    mask_scores = torch.empty(n, dtype=torch.float32, device=device)
+    for j, q in enumerate(unique.tolist()):
+        probs = mask_probs[q].float()
+        torch.gt(probs, 0.5, out=unique_masks[j])
+        binary = unique_masks[j].float()
+        mask_scores[j] = (probs * binary).sum() / (binary.sum() + 1e-6)
+    inverse = inverse.to(device)
     return {
-        "masks": masks,
-        "scores": scores_per_image * mask_scores.to(scores_per_image.device),
+        "masks": unique_masks[inverse],
+        "scores": scores_per_image * mask_scores[inverse].to(scores_per_image.device),
         "labels": labels_per_image,
         "query_indices": query,
     }
@@ -107,6 +130,10 @@ def panoptic_inference(
     is at least ``overlap_threshold`` of its own mask (``overlap_strict``: more than, as
     transformers); every stuff class becomes one segment.
 
+    The official per-segment loop over full-resolution masks is computed as per-pixel winners
+    (row block by row block) and per-query pixel counts; the segment decisions are the official
+    ones on those counts, and the map is painted once through a lookup table.
+
     Shape: class_logits (Q, C+1); mask_probs (Q, H, W); isthing (C,).
 
     Returns:
@@ -124,41 +151,63 @@ def panoptic_inference(
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     queries = torch.nonzero(keep).flatten()
     H, W = mask_probs.shape[-2:]
-    panoptic = torch.zeros((H, W), dtype=torch.int32, device=mask_probs.device)
+    device = mask_probs.device
+    panoptic = torch.zeros((H, W), dtype=torch.int32, device=device)
     segments: list[dict[str, Any]] = []
-    if queries.numel() == 0:
+    K = int(queries.numel())
+    if K == 0:
         return panoptic, segments
-    cur_scores = scores[queries].to(mask_probs.device)
-    cur_masks = mask_probs[queries.to(mask_probs.device)].float()
-    mask_ids = (cur_scores.view(-1, 1, 1) * cur_masks).argmax(0)
+    cur_scores = scores[queries].to(device)
+    q_dev = queries.to(device)
+    # per pixel: the winning kept query (argmax: the first of equal values) and whether its own
+    # probability is >= 0.5; per kept query: its own area. Row blocks bound the (K, rows, W) copy.
+    mask_ids = torch.empty((H, W), dtype=torch.int64, device=device)
+    own_win = torch.empty((H, W), dtype=torch.bool, device=device)
+    original_area = torch.zeros(K, dtype=torch.int64, device=device)
+    rows = max(1, _BLOCK_ELEMENTS // max(1, K * W))
+    for y0 in range(0, H, rows):
+        cur = mask_probs[q_dev, y0 : y0 + rows].float()
+        ids = (cur_scores.view(-1, 1, 1) * cur).argmax(0)
+        mask_ids[y0 : y0 + rows] = ids
+        own = cur >= 0.5
+        original_area += own.flatten(1).sum(1)
+        own_win[y0 : y0 + rows] = own.gather(0, ids[None])[0]
+    mask_area = torch.bincount(mask_ids.flatten(), minlength=K).tolist()
+    kept_area = torch.bincount(mask_ids[own_win], minlength=K).tolist()
+    orig_area = original_area.tolist()
+    label_list = labels[queries].tolist()
+    score_list = cur_scores.tolist()
+    query_list = queries.tolist()
+    lut = [0] * K  # kept query -> segment id (0: dropped)
     stuff_ids: dict[int, int] = {}
     current = 0
-    for k in range(int(queries.numel())):
-        cls = int(labels[queries[k]])
-        won = mask_ids == k
-        own = cur_masks[k] >= 0.5
-        mask_area = int(won.sum())
-        original_area = int(own.sum())
-        mask = won & own if segment_pixels == "official" else won
-        if mask_area == 0 or original_area == 0 or not bool(mask.any()):
+    for k in range(K):
+        cls = label_list[k]
+        painted = kept_area[k] if segment_pixels == "official" else mask_area[k]
+        if mask_area[k] == 0 or orig_area[k] == 0 or painted == 0:
             continue
-        ratio = mask_area / original_area
+        ratio = mask_area[k] / orig_area[k]
         if ratio < overlap_threshold or (overlap_strict and ratio == overlap_threshold):
             continue
         if not thing[cls]:
             if cls in stuff_ids:
-                panoptic[mask] = stuff_ids[cls]
+                lut[k] = stuff_ids[cls]
                 continue
             stuff_ids[cls] = current + 1
         current += 1
-        panoptic[mask] = current
+        lut[k] = current
         segments.append(
             {
                 "id": current,
                 "category": cls,
                 "isthing": bool(thing[cls]),
-                "score": float(cur_scores[k]),
-                "query": int(queries[k]),
+                "score": score_list[k],
+                "query": query_list[k],
             }
         )
-    return panoptic, segments
+    if not segments:
+        return panoptic, segments
+    painted_ids = torch.tensor(lut, dtype=torch.int32, device=device)[mask_ids]
+    if segment_pixels == "official":
+        painted_ids.masked_fill_(~own_win, 0)
+    return painted_ids, segments
