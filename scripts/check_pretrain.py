@@ -6,8 +6,9 @@ names and compare them with the shipped file.
 A clean checkout of that commit is made in ``DIR`` (a temporary folder by default), its
 ``python train.py experiment=embedded_pretrain`` runs with this interpreter (its own ``src`` on
 the path), the weights are exported as ``make pretrain`` does, and the tensors are compared:
-bit-identical (the training is deterministic on CPU with the same thread count and instruction
-set: an AVX2 host and an AVX-512 host train differently, e.g. `make train` seed 1 gives AP^e
+bit-identical (the training is deterministic on CPU with the same thread count and CPU model,
+not with only the same instruction set: an AVX2 host and an AVX-512 host train differently, as
+do two AVX-512 hosts of other CPU models (docs/results.md), e.g. `make train` seed 1 gives AP^e
 10.16 / 8.58 on the one and 9.74 / 8.42 on the other), or else the
 largest difference and the validation AP^e of both are printed. Exit 0 when bit-identical or when
 the AP^e agree within ``--ap-tolerance`` (0.3 points by default), 1 otherwise. About 20-30 min on

@@ -49,16 +49,29 @@ def hardware() -> dict[str, Any]:
     from cropformer.utils.hardware import cpu_capability, cpu_reduced_precision_units
 
     cpu = platform.processor() or None
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "cpu family", "model", "stepping") and key not in fields:
+                fields[key] = value.strip()
+            if not line.strip():  # the first processor's block is enough
                 break
     except OSError:
         pass
+    cpu = fields.get("model name", cpu)
+    # virtual machines often mask the model name ("AMD EPYC"): family/model/stepping tell two CPU
+    # generations apart, and with them the kernels a library picks
+    cpu_id = (
+        "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+        if "cpu family" in fields
+        else None
+    )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
+        "cpu_id": cpu_id,
         "cpu_count": os.cpu_count(),
         "cpu_capability": cpu_capability(),
         "cpu_bf16_units": list(cpu_reduced_precision_units("bf16") or ()),

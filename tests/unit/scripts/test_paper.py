@@ -188,9 +188,9 @@ def test_a_data_root_outside_the_repository_is_written_as_data(
 def test_crop_ratio_table_has_seeds_and_error_bars(paper: ModuleType) -> None:
     paper.SWEEP_SEEDS = (1, 2)
     for s in (1, 2):
-        _record(paper, f"t5_cropformer_s{s}", 41.0 + s)
+        _record(paper, f"t5_cropformer_s{s}", 30.0)  # another session's run: not in the sweep
         _record(paper, f"t5_mask2former_s{s}", 40.0)
-        for r, ap in ((0.5, 38.0), (0.6, 40.0), (0.8, 40.5)):
+        for r, ap in ((0.5, 38.0), (0.6, 40.0), (0.7, 41.0), (0.8, 40.5)):
             _record(paper, f"t9a_ratio{r}_s{s}", ap + s)
     assert "table9a" in paper.render()
     text = (paper.RESULTS / "table9a.md").read_text()
@@ -303,3 +303,48 @@ def test_table10b_starts_from_the_class_aware_stage1_and_says_so_when_missing(
     assert paper.main(args) == 2  # REPO is tmp_path: no stage-1 file there
     err = capsys.readouterr().err
     assert paper.CLASS_PRETRAIN in err and "task=panoptic" in err and ran == []
+
+
+def test_a_seed_whose_two_records_come_from_two_host_kinds_is_left_out(paper: ModuleType) -> None:
+    def prov(
+        name: str,
+        capability: str | None,
+        cpu_id: str | None = None,
+        started: str = "2026-12-08T01:00:00+00:00",
+    ) -> None:
+        path = paper.RUNS / f"{name}.json"
+        rec = json.loads(path.read_text())
+        hardware = {"cpu": "AMD EPYC", "gpu": None}
+        if capability is not None:
+            hardware["cpu_capability"] = capability
+        if cpu_id is not None:
+            hardware["cpu_id"] = cpu_id
+        rec["provenance"] = {"started": started, "hardware": hardware}
+        path.write_text(json.dumps(rec))
+
+    paper.SEEDS = (1, 2, 3, 4, 5, 6)
+    for s in paper.SEEDS:
+        _record(paper, f"t5_cropformer_s{s}", 42.0 + s * 0.1)
+        _record(paper, f"t5_mask2former_s{s}", 40.0)
+    prov("t5_cropformer_s1", "AVX512", "25/17/1")
+    prov("t5_mask2former_s1", "AVX512")  # no id (older record): the capability decides
+    prov("t5_cropformer_s2", "AVX2")
+    prov("t5_mask2former_s2", "AVX512")
+    # a record from before the fields existed: its session's host, unlike any other host
+    prov("t5_cropformer_s3", None, started="2026-12-07T16:21:11+00:00")
+    prov("t5_mask2former_s3", "AVX512", "25/17/1")
+    prov("t5_cropformer_s5", "AVX512", "25/17/1")
+    prov("t5_mask2former_s5", "AVX512", "25/1/0")
+    prov("t5_cropformer_s6", None, started="2026-12-07T17:00:00+00:00")
+    prov("t5_mask2former_s6", None, started="2026-12-07T18:00:00+00:00")
+    # seed 4: no provenance at all, the kind is unknown and the pair is kept
+    c = paper.compare(
+        "x", paper._name("t5_cropformer_s{}"), paper._name("t5_mask2former_s{}"), paper.SEEDS
+    )
+    assert c.seeds == [1, 4, 6]
+    assert [m[0] for m in c.mixed] == [2, 3, 5]
+    assert (
+        "left out, records from two host kinds: seed 2: AVX2 vs AVX512; "
+        "3: AVX512 (host of 2026-12-07) vs AVX512 (25/17/1); 5: AVX512 (25/17/1) vs "
+        "AVX512 (25/1/0)" in c.text()
+    )
