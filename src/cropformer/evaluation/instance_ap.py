@@ -64,14 +64,26 @@ class InstanceAPMetric(EntityAPMetric):
         for inst, image_id in zip(instances, ids):
             results = []
             masks = inst["masks"]
-            for m, s, c in zip(masks, inst["scores"].tolist(), inst["labels"].tolist()):
-                if not bool(m.any()):
+            queries = inst.get("query_indices")
+            query_list = queries.tolist() if queries is not None else [None] * len(masks)
+            # a query kept with several classes has one mask: encode it once (checked equal)
+            encoded: dict[int, tuple[Tensor, dict[str, Any] | None]] = {}
+            for m, s, c, q in zip(
+                masks, inst["scores"].tolist(), inst["labels"].tolist(), query_list
+            ):
+                if q is not None and q in encoded and torch.equal(encoded[q][0], m):
+                    rle = encoded[q][1]
+                else:
+                    rle = encode_mask(m) if bool(m.any()) else None
+                    if q is not None:
+                        encoded[int(q)] = (m, rle)
+                if rle is None:
                     continue
                 results.append(
                     {
                         "image_id": int(image_id),
                         "category_id": self.category_ids[int(c)],
-                        "segmentation": encode_mask(m),
+                        "segmentation": rle,
                         "score": float(s),
                     }
                 )

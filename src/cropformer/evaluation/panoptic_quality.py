@@ -22,6 +22,8 @@ from cropformer.evaluation.per_image_rows import PerImageRowsMetric
 #: the combined id ``gt * OFFSET + pred`` of panopticapi
 OFFSET = 256 * 256 * 256
 VOID = 0
+#: ids (or id pairs) below this are counted with bincount, larger ones with unique
+_BINCOUNT_LIMIT = 1 << 24
 
 
 def pq_image_stats(
@@ -51,18 +53,15 @@ def pq_image_stats(
     pred_cat = {int(s["id"]): int(s["category"]) for s in pred_segments}
     gt_cat = {int(s["id"]): int(s["category"]) for s in gt_segments}
     gt_crowd = {int(s["id"]): bool(s.get("iscrowd", False)) for s in gt_segments}
-    ids, counts = torch.unique(pred, return_counts=True)
-    pred_area = dict(zip(ids.tolist(), counts.tolist()))
+    pred_area = _value_counts(pred)
     extra = sorted(set(pred_area) - set(pred_cat) - {VOID})
     if extra:
         raise ValueError(f"predicted segment ids {extra[:5]} are in the map but have no entry")
     missing = sorted(set(pred_cat) - set(pred_area))
     if missing:
         raise ValueError(f"predicted segments {missing[:5]} have an entry but no pixels")
-    ids, counts = torch.unique(gt, return_counts=True)
-    gt_area = dict(zip(ids.tolist(), counts.tolist()))
-    pairs, counts = torch.unique(gt * OFFSET + pred, return_counts=True)
-    inter = {(p // OFFSET, p % OFFSET): c for p, c in zip(pairs.tolist(), counts.tolist())}
+    gt_area = _value_counts(gt)
+    inter = _pair_counts(gt, pred)
     stats: dict[int, list[float]] = {}
 
     def add(cat: int, i: int, value: float = 1.0) -> None:
@@ -97,6 +96,31 @@ def pq_image_stats(
             continue
         add(cat, 1)
     return stats
+
+
+def _value_counts(values: Tensor) -> dict[int, int]:
+    """Pixels per id present, ids ascending. Shape: values (N,) int64."""
+    if values.numel() and int(values.min()) >= 0 and int(values.max()) < _BINCOUNT_LIMIT:
+        counts = torch.bincount(values)  # a counting pass instead of unique's sort
+        ids = torch.nonzero(counts).flatten()
+        return dict(zip(ids.tolist(), counts[ids].tolist()))
+    ids, counts = torch.unique(values, return_counts=True)
+    return dict(zip(ids.tolist(), counts.tolist()))
+
+
+def _pair_counts(gt: Tensor, pred: Tensor) -> dict[tuple[int, int], int]:
+    """Pixels per (gt id, pred id) pair present, pairs ascending. Shape: gt, pred (N,) int64."""
+    if gt.numel() and int(gt.min()) >= 0 and int(pred.min()) >= 0:
+        num_pred = int(pred.max()) + 1
+        if (int(gt.max()) + 1) * num_pred < _BINCOUNT_LIMIT:
+            counts = torch.bincount(gt * num_pred + pred)
+            pairs = torch.nonzero(counts).flatten()
+            return {
+                (p // num_pred, p % num_pred): c
+                for p, c in zip(pairs.tolist(), counts[pairs].tolist())
+            }
+    pairs, counts = torch.unique(gt * OFFSET + pred, return_counts=True)
+    return {(p // OFFSET, p % OFFSET): c for p, c in zip(pairs.tolist(), counts.tolist())}
 
 
 def pq_summary(stats: Tensor, isthing: Sequence[bool]) -> dict[str, float]:

@@ -11,11 +11,33 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from cropformer.evaluation.per_image_rows import PerImageRowsMetric
 
 IGNORE = 255
+
+
+def confusion_counts(pred: Tensor, gt: Tensor, num_classes: int) -> Tensor:
+    """Pixel counts ``[target, pred]`` over the pixels whose ground truth is not ``IGNORE``
+    (torchmetrics' multiclass confusion matrix, as one bincount).
+
+    Shape: pred, gt (H, W) class indices; returns (C, C) int64.
+
+    Raises:
+        ValueError: a class index outside [0, C) (ground truth: other than ``IGNORE``).
+    """
+    pred = pred.flatten().long().cpu()
+    gt = gt.flatten().long().cpu()
+    labelled = gt != IGNORE
+    pred, gt = pred[labelled], gt[labelled]
+    for name, values in (("prediction", pred), ("ground truth", gt)):
+        if values.numel() and (int(values.min()) < 0 or int(values.max()) >= num_classes):
+            raise ValueError(
+                f"{name} has class indices outside [0, {num_classes}) "
+                f"(min {int(values.min())}, max {int(values.max())})"
+            )
+    counts = torch.bincount(gt * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes)
 
 
 class SemanticIoUMetric(PerImageRowsMetric):
@@ -35,12 +57,7 @@ class SemanticIoUMetric(PerImageRowsMetric):
         """Add one image. Shape: pred, gt (H, W) class indices; gt ``IGNORE`` (255) = no label."""
         if pred.shape != gt.shape:
             raise ValueError(f"prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)}")
-        conf = multiclass_confusion_matrix(
-            pred.flatten().long().cpu(),
-            gt.flatten().long().cpu(),
-            self.num_classes,
-            ignore_index=IGNORE,
-        )  # [target, pred]
+        conf = confusion_counts(pred, gt, self.num_classes)  # [target, pred]
         nz = torch.nonzero(conf)
         rows = torch.cat([nz.double(), conf[nz[:, 0], nz[:, 1]].double()[:, None]], 1)
         self.add_rows(image_id, rows)
