@@ -23,14 +23,31 @@ REPO = Path(__file__).resolve().parents[3]
 RESOLVED_CONFIG = "config_resolved.yaml"
 
 
+#: what a run's outcome cannot depend on: the results it and its siblings write (records,
+#: tables, plots) and prose. ``make paper`` rewrites the README's generated block and the tables
+#: after every job, which must not mark the next job's checkout as modified.
+NOT_CODE = (":(exclude)results", ":(exclude,glob)**/*.md", ":(exclude,glob)*.md")
+
+
 def git_state(repo: Path = REPO) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the code."""
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding the code; dirty
+    means a tracked file other than ``NOT_CODE`` differs from the commit."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            [
+                "git",
+                "-C",
+                str(repo),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                *NOT_CODE,
+            ],
             capture_output=True,
             text=True,
             timeout=5,
