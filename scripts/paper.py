@@ -921,7 +921,8 @@ def render_table9a() -> str | None:
             *_comparison_lines(comps),
             "",
             "Dashed line in the plot: the Mask2Former baseline's mean test AP^e over the same "
-            "seeds.",
+            "seeds, from Table 5's runs (which may come from another host kind: a reference "
+            "level, not a paired comparison).",
             "",
             "![crop ratio](table9a_crop_ratio.png)",
             "",
