@@ -54,6 +54,7 @@ def export_network(
     metadata: Mapping[str, Any],
     fmt: str = "onnx",
     example_size: tuple[int, int] = (256, 320),
+    decisions: bool = False,
 ) -> Path:
     """Export ``net`` (a ``CropFormer``) for ``num_views`` views per image to ``path``.
 
@@ -67,6 +68,9 @@ def export_network(
         fmt: ``onnx`` or ``openvino``.
         example_size: padded (H, W) of the tracing example (any multiples of 32 >= 64 with
             H != W; the exported graph takes every size).
+        decisions: the file also returns the logits behind the decoder's attention-mask
+            decisions (metadata ``decision_outputs``), for the verification on the same
+            decisions (``cropformer.export.decisions``). Not for deployment.
 
     Returns:
         The path written.
@@ -75,13 +79,14 @@ def export_network(
         raise UserError(f"format={fmt}: use one of {', '.join(EXPORT_FORMATS)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = ExportGraph(net.cpu().float().eval(), num_views).eval()
+    graph = ExportGraph(net.cpu().float().eval(), num_views, decisions=decisions).eval()
     meta = {
         **dict(metadata),
         "format_version": FORMAT_VERSION,
         "num_views": num_views,
         "inputs": list(INPUT_NAMES),
         "outputs": list(OUTPUT_NAMES[: 4 if graph.has_batch_level else 2]),
+        "decision_outputs": graph.decision_count,
         "size_divisibility": int(getattr(net, "size_divisibility", 32)),
         "min_side": MIN_SIDE,
         "versions": _versions(),
@@ -127,7 +132,7 @@ def _write_onnx(
         dynamo=True,
         opset_version=OPSET,
         input_names=list(INPUT_NAMES),
-        output_names=list(meta["outputs"]),
+        output_names=[*meta["outputs"], *(f"decision{i}" for i in range(graph.decision_count))],
         dynamic_shapes={"images": images_dims, "view_sizes": {0: images_dims[0]}},
         external_data=False,
         verbose=False,

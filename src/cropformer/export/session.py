@@ -38,9 +38,11 @@ class ExportedNetwork(nn.Module):
         threads: intra-op threads (None: the runtime's default, all cores).
         precision: ``fp32``, or ``bf16`` (OpenVINO's inference precision hint).
 
-    ``metadata`` holds the file's test settings, fusion options and contract. The module has no
-    parameters; ``to()`` accepts the CPU only (``cuda`` needs ONNX Runtime's CUDA provider:
-    ``device="cuda"`` with ``runtime=onnxruntime`` uses it when installed).
+    ``metadata`` holds the file's test settings, fusion options and contract. A file exported
+    with ``decisions=True`` also returns the logits of the decoder's attention-mask decisions:
+    ``last_decisions`` holds those of the latest call (``cropformer.export.decisions``).
+    The module has no parameters; ``to()`` accepts the CPU only (``cuda`` needs ONNX Runtime's
+    CUDA provider: ``device="cuda"`` with ``runtime=onnxruntime`` uses it when installed).
     """
 
     def __init__(
@@ -69,6 +71,9 @@ class ExportedNetwork(nn.Module):
         self.precision = precision
         self.num_views = int(self.metadata["num_views"])
         self.output_names: list[str] = list(self.metadata["outputs"])
+        self.decision_outputs = int(self.metadata.get("decision_outputs", 0))
+        #: the attention-mask decision logits of the latest call (files exported with decisions)
+        self.last_decisions: list[Tensor] = []
         self.min_side = int(self.metadata.get("min_side", 64))
         self.divisibility = int(self.metadata.get("size_divisibility", 32))
         self._device = torch.device(device)
@@ -121,6 +126,9 @@ class ExportedNetwork(nn.Module):
         }
         arrays = self._run(feeds)
         out = [torch.from_numpy(np.asarray(a)) for a in arrays]
+        main = len(self.output_names)
+        self.last_decisions = out[main : main + self.decision_outputs]
+        out = out[:main]
         if (hp, wp) != (h, w):  # drop the extra padding's stride-4 cells
             h4, w4 = -(-h // div) * div // 4, -(-w // div) * div // 4
             out[1] = out[1][..., :h4, :w4]

@@ -3,6 +3,14 @@
 The acceptance measure of the export: every raw output within ``RAW_TOLERANCE`` x max |value| of
 eager fp32, and the fused entities (matched one-to-one, ``evaluation.agreement``) sharing at least
 ``PIXEL_AGREEMENT`` of the pixels.
+
+The decoder's attention masks are thresholds: where a mask logit sits within rounding of the
+threshold, eager and a runtime can decide a cell differently, and the outputs then move by far
+more than the rounding (``cropformer.export.decisions``). A file exported with ``decisions=True``
+is therefore also compared on the same decisions: eager re-run with the file's decisions must
+agree within ``RAW_TOLERANCE``, and each decision it was made to change must have been a tie
+(eager's logit within ``RAW_TOLERANCE`` x max |logit| of the threshold). Deployed files carry no
+decisions and are held to the plain bound.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cropformer.export.decisions import attention_decisions, forced_decisions
+from cropformer.model.decoder import MaskedAttentionDecoder
 from cropformer.schema import Outputs
 
 RAW_TOLERANCE = 1e-3
@@ -62,7 +72,12 @@ def compare(
     with the padded (H, W) of the views run (``padded_sizes``).
 
     ``reference`` is the eager network (called with ``aux=False``), ``candidate`` e.g. an
-    ``ExportedNetwork``; ``settings`` are the test views (``EvalViews`` keywords).
+    ``ExportedNetwork``; ``settings`` are the test views (``EvalViews`` keywords). When the
+    candidate returns its attention-mask decisions (``last_decisions``: a file exported with
+    ``decisions=True``), ``same_decisions`` holds the comparison on them: the raw error of eager
+    re-run with the candidate's decisions, the number of decisions that changed eager's own
+    (``forced``) and the largest ``|eager logit| / max |logit|`` among them (``forced_margin``).
+    ``passed`` is :func:`accepted`.
     """
     from cropformer.data.collate import collate
     from cropformer.data.views import InferenceViews
@@ -71,6 +86,7 @@ def compare(
 
     views = EvalViews(InferenceViews(**dict(settings)))
     worst_raw, worst_pixels = 0.0, 1.0
+    same: dict[str, Any] | None = None
     sizes: set[tuple[int, int]] = set()
     for index, image in enumerate(images):
         batch = collate([views(image, index)])
@@ -81,6 +97,22 @@ def compare(
                 batch["images"], num_views=num_views, view_sizes=batch["view_sizes"], aux=False
             )
             got = candidate(batch["images"], num_views=num_views, view_sizes=batch["view_sizes"])
+            decisions = list(getattr(candidate, "last_decisions", None) or [])
+            if decisions:
+                with attention_decisions(_decoder_of(reference), override=decisions) as own:
+                    matched = reference(
+                        batch["images"],
+                        num_views=num_views,
+                        view_sizes=batch["view_sizes"],
+                        aux=False,
+                    )
+                forced, margin = forced_decisions(own, decisions)
+                same = same or {"raw_relative_error": 0.0, "forced": 0, "forced_margin": 0.0}
+                same["forced"] += forced
+                same["forced_margin"] = max(same["forced_margin"], margin)
+                for a, b in zip(raw_outputs(matched), raw_outputs(got)):
+                    error = relative_error(a, b)
+                    same["raw_relative_error"] = max(same["raw_relative_error"], error)
         for a, b in zip(raw_outputs(ref), raw_outputs(got)):
             if a.shape != b.shape:
                 raise AssertionError(f"output shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -88,13 +120,41 @@ def compare(
         fused_ref = fusion(ref, batch)[0]["id_map"]
         fused_got = fusion(got, batch)[0]["id_map"]
         worst_pixels = min(worst_pixels, id_map_agreement(fused_ref, fused_got).fraction)
-    return {
+    result: dict[str, Any] = {
         "raw_relative_error": worst_raw,
         "pixel_agreement": worst_pixels,
         "images": len(images),
         "padded_sizes": sorted(sizes),
-        "passed": worst_raw <= RAW_TOLERANCE and worst_pixels >= PIXEL_AGREEMENT,
     }
+    if same is not None:
+        result["same_decisions"] = same
+    result["passed"] = accepted(result)
+    return result
+
+
+def accepted(result: Mapping[str, Any]) -> bool:
+    """The export's acceptance of a :func:`compare` result: fused pixels >= ``PIXEL_AGREEMENT``
+    and raw outputs within ``RAW_TOLERANCE``, plainly or on the same decisions (every forced
+    decision a tie within ``RAW_TOLERANCE``; see the module docstring)."""
+    if result["pixel_agreement"] < PIXEL_AGREEMENT:
+        return False
+    if result["raw_relative_error"] <= RAW_TOLERANCE:
+        return True
+    same = result.get("same_decisions")
+    return bool(
+        same is not None
+        and same["raw_relative_error"] <= RAW_TOLERANCE
+        and same["forced_margin"] <= RAW_TOLERANCE
+    )
+
+
+def _decoder_of(reference: Any) -> MaskedAttentionDecoder:
+    """The eager network's decoder (``reference`` a ``CropFormer`` or a ``partial`` of one)."""
+    net = getattr(reference, "func", reference)
+    decoder = getattr(net, "decoder", None)
+    if not isinstance(decoder, MaskedAttentionDecoder):
+        raise ValueError("comparing on the same decisions needs the eager CropFormer as reference")
+    return decoder
 
 
 def verify_file(

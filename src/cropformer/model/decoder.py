@@ -328,11 +328,20 @@ class MaskedAttentionDecoder(nn.Module):
         small = F.interpolate(
             mask.flatten(0, 1), size=target_size, mode="bilinear", align_corners=False
         ).view(b, q, -1)
-        attn_mask = (small.sigmoid() < 0.5).detach()
+        attn_mask = self._blocked(small).detach()
         attn_mask = (
             attn_mask[:, None].expand(b, self.num_heads, q, attn_mask.shape[-1]).flatten(0, 1)
         )
         return cls, mask, attn_mask
+
+    def _blocked(self, logits: Tensor) -> Tensor:
+        """The attention-mask decisions of mask logits at the attention level: True = blocked
+        (``sigmoid < 0.5``, official). One method so that the export's verification can record
+        the logits and take another run's decisions (``cropformer.export.decisions``).
+
+        Shape: (B, Q, T*h_l*w_l) float -> bool, same shape.
+        """
+        return logits.sigmoid() < 0.5
 
     def _factored_heads(
         self, x: Tensor, level_features: Tensor, need_attn_mask: bool
@@ -354,7 +363,7 @@ class MaskedAttentionDecoder(nn.Module):
             return cls, embed, embed.new_zeros((0,), dtype=torch.bool)
         with torch.no_grad():  # the attention mask is a detached threshold
             small = torch.einsum("bqc,btchw->bqthw", embed, level_features).reshape(b, q, -1)
-            attn_mask = small.sigmoid() < 0.5
+            attn_mask = self._blocked(small)
         attn_mask = (
             attn_mask[:, None].expand(b, self.num_heads, q, attn_mask.shape[-1]).flatten(0, 1)
         )
