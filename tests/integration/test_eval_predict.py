@@ -1,4 +1,4 @@
-"""A tiny checkpoint trained here goes through eval.py and predict.py end to end."""
+"""A tiny checkpoint (the session's ``tiny_run``) goes through eval.py and predict.py end to end."""
 
 from __future__ import annotations
 
@@ -18,20 +18,24 @@ from PIL import Image
 
 from cropformer.cli.eval import evaluate
 from cropformer.cli.predict import predict
-from cropformer.cli.train import train
 from cropformer.evaluation.writers import read_id_map_png
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evalfit")
-    summary = train(tiny_cfg(tmp, data_dir=tmp / "data"))
-    return tmp, summary
+def trained(tiny_run):
+    """The session's short fit (conftest): ``(tmp, summary)``, its run under ``tmp/logs``."""
+    return tiny_run
 
 
-def test_eval_reproduces_the_metrics_logged_at_the_end_of_training(trained):
+@pytest.fixture(scope="module")
+def data_dir(tiny_run_data) -> Path:
+    """The data the shared run trained and validated on."""
+    return tiny_run_data
+
+
+def test_eval_reproduces_the_metrics_logged_at_the_end_of_training(trained, data_dir):
     tmp, summary = trained
-    cfg = tiny_cfg(tmp, f"ckpt={summary['last_checkpoint']}", name="eval", data_dir=tmp / "data")
+    cfg = tiny_cfg(tmp, f"ckpt={summary['last_checkpoint']}", name="eval", data_dir=data_dir)
     result = evaluate(cfg)
     assert result["entity_num_images"] == 2
     for key in ("entity_ap", "entity_ap50", "entity_ap75"):
@@ -42,12 +46,12 @@ def test_eval_reproduces_the_metrics_logged_at_the_end_of_training(trained):
     assert all(r["category_id"] == 1 and "counts" in r["segmentation"] for r in results)
 
 
-def test_eval_ckpt_last_and_fusion_override(trained):
+def test_eval_ckpt_last_and_fusion_override(trained, data_dir):
     tmp, summary = trained
     results = {}
     for mode in ("B-O", "I-O"):
         cfg = tiny_cfg(
-            tmp, "ckpt=last", f"inference.fusion.decoder={mode}", name="eval", data_dir=tmp / "data"
+            tmp, "ckpt=last", f"inference.fusion.decoder={mode}", name="eval", data_dir=data_dir
         )
         result = evaluate(cfg)
         assert result["checkpoint"] == str(Path(summary["last_checkpoint"]))
@@ -61,7 +65,7 @@ def test_eval_ckpt_last_and_fusion_override(trained):
     assert scores["B-O"] != scores["I-O"]
 
 
-def test_eval_test_time_multirun(trained):
+def test_eval_test_time_multirun(trained, data_dir):
     tmp, summary = trained
     result = run_script(
         "eval.py",
@@ -71,7 +75,7 @@ def test_eval_test_time_multirun(trained):
         "extras.print_config=false",
         "inference.fusion.decoder=B-O,B-OC",
         f"paths.log_dir={tmp}/logs",
-        f"paths.data_dir={tmp}/data",
+        f"paths.data_dir={data_dir}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = next((tmp / "logs" / "eval" / "multiruns").iterdir())
@@ -148,7 +152,7 @@ def _official_args(shared_dir) -> list[str]:
 
 
 def test_official_checkpoint_through_predict_and_eval_without_conversion(
-    trained, shared_dir, tmp_path
+    trained, data_dir, shared_dir, tmp_path
 ):
     """An official detectron2 file as published (small configuration of the parity bundle)."""
     tmp, _ = trained
@@ -161,7 +165,7 @@ def test_official_checkpoint_through_predict_and_eval_without_conversion(
     assert result["processed"] == 1 and result["settings"]["short_side"] == 256  # its yaml
     h, w = np.asarray(Image.open(image)).shape[:2]
     assert read_id_map_png(out / "img_b_ids.png").shape == (h, w)
-    cfg = tiny_cfg(tmp, *_official_args(shared_dir), name="eval", data_dir=tmp / "data")
+    cfg = tiny_cfg(tmp, *_official_args(shared_dir), name="eval", data_dir=data_dir)
     metrics = evaluate(cfg)
     assert metrics["entity_num_images"] == 2
     reference = reference_entity_ap(Path(metrics["results_json"]), gt_json_of(cfg))

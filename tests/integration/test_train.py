@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,16 +22,22 @@ from cropformer.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data")
+def data_dir(tiny_run_data) -> Path:
+    return tiny_run_data
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    """One short fit shared by the tests of this module."""
-    tmp = tmp_path_factory.mktemp("fit")
-    summary = train(tiny_cfg(tmp, data_dir=data_dir))
-    return tmp, summary
+def trained(tiny_run):
+    """The session's short fit (conftest ``tiny_run``), shared with the other modules: a test
+    that trains beside it works in a copy of its log folder (``_copy_logs``)."""
+    return tiny_run
+
+
+def _copy_logs(tmp: Path, dst: Path) -> Path:
+    """A copy of the shared run's ``tmp/logs`` under ``dst``: ``ckpt=last`` there finds the copy,
+    and the runs a test adds stay out of the shared folder."""
+    shutil.copytree(tmp / "logs", dst / "logs")
+    return dst
 
 
 def test_short_fit_writes_checkpoints_metrics_and_overlays(trained):
@@ -85,11 +92,12 @@ def test_load_from_checkpoint_outside_hydra_gives_identical_predictions(trained,
         torch.testing.assert_close(x["scores"], y["scores"], rtol=0, atol=0)
 
 
-def test_resume_last_continues_step_and_schedule(trained, data_dir):
+def test_resume_last_continues_step_and_schedule(trained, data_dir, tmp_path):
     tmp, summary = trained
     first = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=False)
     assert first["global_step"] == 4
-    resumed = train(tiny_cfg(tmp, "ckpt=last", "trainer.max_steps=6", data_dir=data_dir))
+    work = _copy_logs(tmp, tmp_path)
+    resumed = train(tiny_cfg(work, "ckpt=last", "trainer.max_steps=6", data_dir=data_dir))
     second = torch.load(resumed["last_checkpoint"], map_location="cpu", weights_only=False)
     assert resumed["steps"] == 6 and second["global_step"] == 6
     # poly schedule over the new max_steps: lr at step 6 of 6 is 0 (official WarmupPolyLR)
@@ -155,51 +163,49 @@ def test_missing_dataset_is_one_line_before_the_config_tree(tmp_path):
     assert "data.image_root" in error_txt.read_text()
 
 
-def test_crop_ratio_multirun_writes_one_dir_per_value(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def crop_ratio_sweep(tmp_path_factory, data_dir) -> Path:
+    """One ``train.py -m`` over three crop ratios, the first invalid: its sweep folder (one
+    command for the two sweep tests below)."""
+    tmp = tmp_path_factory.mktemp("sweep")
     result = run_script(
         "train.py",
         "-m",
         *TINY_RUN,
         "trainer.max_steps=2",
         "trainer.val_check_interval=2",
-        "data.crop.ratio=0.6,0.8",
-        f"paths.log_dir={tmp_path}/logs",
+        "data.crop.ratio=1.5,0.6,0.8",
+        f"paths.log_dir={tmp}/logs",
         f"paths.data_dir={data_dir}",
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    sweeps = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    sweeps = list((tmp / "logs" / "train" / "multiruns").iterdir())
     assert len(sweeps) == 1
-    jobs = sorted(p for p in sweeps[0].iterdir() if p.name.isdigit())
-    assert [j.name for j in jobs] == ["0", "1"]
+    return sweeps[0]
+
+
+def test_crop_ratio_multirun_writes_one_dir_per_value(crop_ratio_sweep):
+    jobs = sorted(p for p in crop_ratio_sweep.iterdir() if p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1", "2"]
     ratios = []
     for job in jobs:
-        metrics = json.loads((job / "metrics.json").read_text())
-        assert math.isfinite(metrics["entity_ap"])
         overrides = (job / ".hydra" / "overrides.yaml").read_text()
-        ratios.append([r for r in ("0.6", "0.8") if f"data.crop.ratio={r}" in overrides])
-    assert ratios == [["0.6"], ["0.8"]]
-    table = run_script("scripts/summarize_sweep.py", str(sweeps[0]))
+        ratios.append([r for r in ("1.5", "0.6", "0.8") if f"data.crop.ratio={r}" in overrides])
+        if job.name != "0":  # job 0 (ratio 1.5) fails: test_failed_sweep_job_...
+            metrics = json.loads((job / "metrics.json").read_text())
+            assert math.isfinite(metrics["entity_ap"])
+    assert ratios == [["1.5"], ["0.6"], ["0.8"]]
+    table = run_script("scripts/summarize_sweep.py", str(crop_ratio_sweep))
     assert table.returncode == 0 and "data.crop.ratio" in table.stdout
 
 
-def test_failed_sweep_job_does_not_stop_the_sweep(tmp_path, data_dir):
-    # job 0 has an invalid crop ratio, job 1 is fine
-    result = run_script(
-        "train.py",
-        "-m",
-        *TINY_RUN,
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=2",
-        "data.crop.ratio=1.5,0.7",
-        f"paths.log_dir={tmp_path}/logs",
-        f"paths.data_dir={data_dir}",
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    sweep = next((tmp_path / "logs" / "train" / "multiruns").iterdir())
-    assert (sweep / "0" / "FAILED.txt").is_file()
-    assert (sweep / "1" / "metrics.json").is_file()
+def test_failed_sweep_job_does_not_stop_the_sweep(crop_ratio_sweep):
+    # job 0 has an invalid crop ratio, jobs 1 and 2 are fine
+    assert (crop_ratio_sweep / "0" / "FAILED.txt").is_file()
+    assert not (crop_ratio_sweep / "0" / "metrics.json").exists()
+    assert (crop_ratio_sweep / "1" / "metrics.json").is_file()
+    assert (crop_ratio_sweep / "2" / "metrics.json").is_file()
 
 
 def test_wandb_offline_run_contains_metrics(tmp_path, data_dir, monkeypatch):
@@ -278,17 +284,18 @@ def test_ddp_sim_two_ranks_see_disjoint_data(tmp_path, data_dir):
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 3
 
 
-def test_resume_of_a_run_with_other_data_says_what_differs(trained, data_dir):
+def test_resume_of_a_run_with_other_data_says_what_differs(trained, data_dir, tmp_path):
     # issue 17 case 1: `train.py ckpt=last` resumed a run of another dataset without a word
-    tmp, _ = trained
+    tmp, summary = trained
+    work = _copy_logs(tmp, tmp_path)  # the refused command may leave a run folder behind
     with pytest.raises(
         UserError, match=r"different model/data .*data.crop.mode: 'fixed' -> 'none'"
     ):
-        train(tiny_cfg(tmp, "ckpt=last", "data/crop=none", data_dir=data_dir))
+        train(tiny_cfg(work, "ckpt=last", "data/crop=none", data_dir=data_dir))
     from cropformer.run.checkpoint import check_resume_matches
 
-    cfg = tiny_cfg(tmp, "ckpt=last", "data/crop=none", "ckpt_mismatch=allow", data_dir=data_dir)
-    check_resume_matches(cfg, Path(trained[1]["last_checkpoint"]))  # explicit override: proceeds
+    cfg = tiny_cfg(work, "ckpt=last", "data/crop=none", "ckpt_mismatch=allow", data_dir=data_dir)
+    check_resume_matches(cfg, Path(summary["last_checkpoint"]))  # explicit override: proceeds
 
 
 def test_eval_ckpt_best_names_the_checkpoint_and_its_step(trained, data_dir, caplog):
